@@ -1,0 +1,195 @@
+//! Shared set-up for the controller tests: a control plane with ferrolb's CRDs,
+//! pools, Services, and ways to read what a user would read.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ferrolb_baremetal::crd::{IPPool, IPPoolSpec, IPPoolStatus};
+use ferrolb_e2e::{ControlPlane, FerrolbProcess, fixtures, wait_for};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+
+pub const CLASS: &str = "ferrolb.io/baremetal";
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Env {
+    pub cp: ControlPlane,
+    pub client: Client,
+    pub ns: String,
+}
+
+impl Env {
+    /// A fresh control plane with the CRDs installed and a namespace `test`.
+    pub async fn start() -> Result<Env> {
+        let cp = ControlPlane::start().await?;
+        let client = cp.client().await?;
+        install_crds(&client).await?;
+        fixtures::create_namespace(&client, "test").await?;
+        Ok(Env {
+            cp,
+            client,
+            ns: "test".into(),
+        })
+    }
+
+    /// `ferrolb controller` with the bare-metal provider and no leader election.
+    pub fn controller(&self, extra: &[&str]) -> Result<FerrolbProcess> {
+        let mut args = vec!["controller", "--metrics-addr", "127.0.0.1:0", "--log", "info,ferrolb=debug"];
+        if !extra.iter().any(|a| a.starts_with("--leader-election")) {
+            args.push("--leader-election=false");
+        }
+        args.extend_from_slice(extra);
+        FerrolbProcess::spawn(&self.cp, &args, &[])
+    }
+
+    pub fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn create_pool(&self, name: &str, addresses: &[&str], tweak: impl FnOnce(&mut IPPoolSpec)) -> Result<IPPool> {
+        let mut spec = IPPoolSpec {
+            addresses: addresses.iter().map(|s| s.to_string()).collect(),
+            auto_assign: true,
+            ..Default::default()
+        };
+        tweak(&mut spec);
+        let pool = IPPool::new(name, spec);
+        Api::<IPPool>::all(self.client.clone())
+            .create(&PostParams::default(), &pool)
+            .await
+            .with_context(|| format!("creating IPPool {name}"))
+    }
+
+    pub async fn pool_status(&self, name: &str) -> Result<Option<IPPoolStatus>> {
+        Ok(Api::<IPPool>::all(self.client.clone()).get(name).await?.status)
+    }
+
+    /// Creates a LoadBalancer Service of our class with one TCP port, after
+    /// `tweak` has had its say.
+    pub async fn create_service(&self, name: &str, tweak: impl FnOnce(&mut Service)) -> Result<Service> {
+        let mut svc = fixtures::lb_service(&self.ns, name, &[("TCP", 80)]);
+        svc.spec.as_mut().unwrap().load_balancer_class = Some(CLASS.into());
+        tweak(&mut svc);
+        self.services()
+            .create(&PostParams::default(), &svc)
+            .await
+            .with_context(|| format!("creating Service {name}"))
+    }
+
+    /// Waits until the Service shows `n` ingress addresses, and returns them.
+    pub async fn wait_ingress(&self, name: &str, n: usize) -> Result<Vec<String>> {
+        let api = self.services();
+        wait_for(&format!("{n} ingress address(es) on Service {name}"), WAIT, || {
+            let api = api.clone();
+            async move {
+                let ips = ingress_ips(&api.get(name).await?);
+                Ok((ips.len() == n).then_some(ips))
+            }
+        })
+        .await
+    }
+
+    /// Waits until an Event with `reason` about the Service exists; returns its note.
+    pub async fn wait_event(&self, name: &str, reason: &str) -> Result<String> {
+        let client = self.client.clone();
+        let ns = self.ns.clone();
+        wait_for(&format!("a {reason} Event on Service {name}"), WAIT, || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                let events = events_for(&client, &ns, name).await?;
+                Ok(events
+                    .into_iter()
+                    .find(|e| e.reason.as_deref() == Some(reason))
+                    .map(|e| e.note.unwrap_or_default()))
+            }
+        })
+        .await
+    }
+
+    /// Waits until the Service no longer exists.
+    pub async fn wait_gone(&self, name: &str) -> Result<()> {
+        let api = self.services();
+        wait_for(&format!("Service {name} to be gone"), WAIT, || {
+            let api = api.clone();
+            async move { Ok(api.get_opt(name).await?.is_none().then_some(())) }
+        })
+        .await
+    }
+}
+
+pub fn ingress_ips(svc: &Service) -> Vec<String> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
+pub async fn events_for(client: &Client, ns: &str, name: &str) -> Result<Vec<Event>> {
+    let events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect())
+}
+
+pub fn has_finalizer(svc: &Service) -> bool {
+    svc.finalizers().iter().any(|f| f == "ferrolb.io/load-balancer-cleanup")
+}
+
+pub async fn install_crds(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in ferrolb::crds::all() {
+        let name = crd.name_any();
+        api.create(&PostParams::default(), &crd)
+            .await
+            .with_context(|| format!("creating CRD {name}"))?;
+        wait_for(&format!("CRD {name} to be established"), WAIT, || {
+            let (api, name) = (api.clone(), name.clone());
+            async move {
+                let crd = api.get(&name).await?;
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(established.then_some(()))
+            }
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+pub fn annotations(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+    Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+/// Fails with the controller's log attached, so a red test says why.
+pub trait WithLog<T> {
+    fn with_log(self, p: &FerrolbProcess) -> Result<T>;
+}
+
+impl<T> WithLog<T> for Result<T> {
+    fn with_log(self, p: &FerrolbProcess) -> Result<T> {
+        self.map_err(|e| {
+            let log = p.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            e.context(format!("controller log (last 60 lines):\n{}", tail.join("\n")))
+        })
+    }
+}

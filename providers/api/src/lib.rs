@@ -1,0 +1,88 @@
+//! The contract between the ferrolb controller and its providers.
+//!
+//! The controller turns a Service, the eligible Nodes and the Service's
+//! EndpointSlices into a [`LoadBalancerIntent`] (a plain value, no Kubernetes
+//! types) and hands it to a [`Provider`]. The provider makes the world match the
+//! intent and answers with the [`LoadBalancerStatus`] to publish. This crate has
+//! no Kubernetes dependency so that providers and the controller depend on it and
+//! not on each other.
+
+mod error;
+mod intent;
+
+pub use error::{ErrorClass, ProviderError};
+pub use intent::{
+    Endpoint, IpFamily, IpFamilyPolicy, LoadBalancerIntent, NodeTarget, PortIntent, Protocol,
+    ServiceKey, TrafficPolicy,
+};
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Called by a provider when something outside the Services changed (a pool
+/// was added, an address was freed) that may unblock Services whose last
+/// `ensure` failed as [`ErrorClass::Unsatisfiable`].
+pub type ChangeNotifier = Arc<dyn Fn() + Send + Sync>;
+
+/// One entry of `status.loadBalancer.ingress`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Ingress {
+    Ip(IpAddr),
+    Hostname(String),
+}
+
+/// What a provider reports after a successful `ensure`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadBalancerStatus {
+    /// The addresses to publish in `status.loadBalancer.ingress`, in order.
+    pub ingress: Vec<Ingress>,
+    /// Annotations the provider wants on the Service (for example the pool an
+    /// address came from). A key mapped to `None` is removed.
+    pub annotations: BTreeMap<String, Option<String>>,
+}
+
+/// A Service this install owned before the controller (re)started, with what its
+/// status already says. Providers that keep state in memory rebuild it from these
+/// before the first `ensure`, so a restart never moves an address.
+#[derive(Clone, Debug)]
+pub struct OwnedService {
+    pub intent: LoadBalancerIntent,
+    /// The addresses currently published in the Service's status.
+    pub ingress: Vec<Ingress>,
+}
+
+/// A load-balancer provider: the only place where the world outside the cluster
+/// is read or changed.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// A short static name, used in logs and metric labels.
+    fn name(&self) -> &'static str;
+
+    /// Annotations this provider writes on Services (through
+    /// [`LoadBalancerStatus::annotations`]); the controller removes them when
+    /// it lets go of a Service.
+    fn owned_annotations(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Registers the callback for changes that may unblock waiting Services.
+    fn set_change_notifier(&self, notify: ChangeNotifier) {
+        let _ = notify;
+    }
+
+    /// Rebuild in-memory state from the Services this install already owns.
+    /// Called once, after leadership is acquired and before any `ensure`.
+    async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
+        let _ = owned;
+        Ok(())
+    }
+
+    /// Make the load balancer for `intent` exist and match it. Idempotent: a call
+    /// for an unchanged intent changes nothing.
+    async fn ensure(&self, intent: &LoadBalancerIntent) -> Result<LoadBalancerStatus, ProviderError>;
+
+    /// Remove everything this install holds for the Service. Idempotent: it
+    /// succeeds when nothing is left, including when `ensure` never ran.
+    async fn delete(&self, key: &ServiceKey) -> Result<(), ProviderError>;
+}

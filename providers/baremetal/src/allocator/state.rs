@@ -1,0 +1,293 @@
+//! The allocator's state: pools, who holds what, and the bookkeeping that keeps
+//! the pools' free sets and counters in step with the holders.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ferrolb_provider_api::{IpFamily, ServiceKey};
+
+use super::error::{AllocError, ShareConflict};
+use super::pool::{Pool, PoolState};
+use super::range::{fmt_span, from_u128};
+use super::{Allocation, PoolUsage, Request, Sharing};
+
+/// Hands out addresses from pools; see the [module docs](super).
+#[derive(Clone, Debug, Default)]
+pub struct Allocator {
+    /// In the order pools are tried.
+    pub(crate) pools: Vec<PoolState>,
+    pub(crate) by_name: BTreeMap<String, usize>,
+    /// Address -> the Services that hold it (more than one only when shared).
+    /// The authority on what is taken.
+    pub(crate) holders: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
+    pub(crate) services: BTreeMap<ServiceKey, Held>,
+    /// Sharing key -> the addresses held under it.
+    pub(crate) shared: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// Free-set candidates looked at, in total: shows that finding a free
+    /// address does not scan the pool.
+    pub(crate) probes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Held {
+    pub(crate) allocation: Allocation,
+    pub(crate) sharing: Option<Sharing>,
+}
+
+impl Allocator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the whole pool set. Existing allocations are kept as they are,
+    /// even if their pool changed or vanished (an address never moves by
+    /// itself). Returns the problems found, only for pools that have some:
+    /// duplicate names, pools without addresses, overlaps between pools. An
+    /// address in two pools is still never handed out twice.
+    pub fn set_pools(&mut self, pools: Vec<Pool>) -> BTreeMap<String, Vec<String>> {
+        let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut kept: Vec<Pool> = Vec::with_capacity(pools.len());
+        for pool in pools {
+            if kept.iter().any(|p| p.name == pool.name) {
+                problems
+                    .entry(pool.name.clone())
+                    .or_default()
+                    .push("another pool has the same name; only the first one is used".into());
+            } else {
+                kept.push(pool);
+            }
+        }
+        kept.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        self.pools = kept.into_iter().map(PoolState::new).collect();
+        self.by_name = self.pools.iter().enumerate().map(|(i, p)| (p.name().to_string(), i)).collect();
+        for pool in &mut self.pools {
+            for family in [IpFamily::V4, IpFamily::V6] {
+                for &(s, e) in pool.ranges(family).spans().to_vec().iter() {
+                    let range = from_u128(family, s)..=from_u128(family, e);
+                    for ip in self.holders.range(range).map(|(ip, _)| *ip) {
+                        pool.mark_held(&ip);
+                    }
+                }
+            }
+            if pool.ranges(IpFamily::V4).is_empty() && pool.ranges(IpFamily::V6).is_empty() {
+                problems.entry(pool.name().to_string()).or_default().push("the pool has no addresses".into());
+            }
+        }
+        for (pool, message) in self.overlaps() {
+            problems.entry(pool).or_default().push(message);
+        }
+        problems
+    }
+
+    /// One message per pool and overlapping span, e.g. "overlaps pool b at
+    /// 10.0.0.8-10.0.0.15".
+    fn overlaps(&self) -> Vec<(String, String)> {
+        let mut spans: Vec<(IpFamily, u128, u128, usize)> = Vec::new();
+        for (i, pool) in self.pools.iter().enumerate() {
+            for family in [IpFamily::V4, IpFamily::V6] {
+                spans.extend(pool.ranges(family).spans().iter().map(|&(s, e)| (family, s, e, i)));
+            }
+        }
+        spans.sort_unstable();
+        let mut found = Vec::new();
+        for (i, &(family, s, e, a)) in spans.iter().enumerate() {
+            for &(other_family, os, oe, b) in &spans[i + 1..] {
+                if other_family != family || os > e {
+                    break;
+                }
+                if a == b {
+                    continue;
+                }
+                let at = Span(family, os.max(s), oe.min(e));
+                let (name_a, name_b) = (self.pools[a].name(), self.pools[b].name());
+                found.push((name_a.to_string(), format!("overlaps pool {name_b} at {at}")));
+                found.push((name_b.to_string(), format!("overlaps pool {name_a} at {at}")));
+            }
+        }
+        found
+    }
+
+    /// Records an allocation that already exists (from a Service's status at
+    /// start-up), replacing any the Service had. The addresses are taken as they
+    /// are, without checking pools or autoAssign; this fails only if an address
+    /// is held by another Service in a way sharing does not allow, and then
+    /// nothing is recorded. Restoring no address just releases the Service.
+    pub fn restore(&mut self, req: &Request, addresses: &[IpAddr]) -> Result<Allocation, AllocError> {
+        let mut addresses: Vec<IpAddr> = addresses.iter().fold(Vec::new(), |mut v, ip| {
+            if !v.contains(ip) {
+                v.push(*ip);
+            }
+            v
+        });
+        let rank = |ip: &IpAddr| req.families.iter().position(|f| *f == IpFamily::of(ip)).unwrap_or(usize::MAX);
+        addresses.sort_by_key(rank);
+        for ip in &addresses {
+            if let Some((holder, conflict)) = self.share_conflict(ip, &req.service, req.sharing.as_ref()) {
+                return Err(AllocError::AddressInUse { address: *ip, holder, conflict });
+            }
+        }
+        let pool = match addresses.first() {
+            Some(first) => self.pool_for_restored(req, first),
+            None => String::new(),
+        };
+        let allocation = Allocation { addresses, pool };
+        self.release(&req.service);
+        if !allocation.addresses.is_empty() {
+            self.record(&req.service, allocation.clone(), req.sharing.clone());
+        }
+        Ok(allocation)
+    }
+
+    /// The pool a restored address is taken to come from: the requested pool if
+    /// it holds it, else the first pool that holds it and serves the Service,
+    /// else the first that holds it, else none ("").
+    fn pool_for_restored(&self, req: &Request, ip: &IpAddr) -> String {
+        let holding = || self.pools.iter().filter(|p| p.contains(ip));
+        let requested = req.pool.as_deref().and_then(|name| holding().find(|p| p.name() == name));
+        requested
+            .or_else(|| holding().find(|p| p.pool.allows(&req.service, &req.labels).is_ok()))
+            .or_else(|| holding().next())
+            .map(|p| p.name().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Frees the Service's addresses (a shared address is freed when its last
+    /// holder goes). Returns whether it held any.
+    pub fn release(&mut self, service: &ServiceKey) -> bool {
+        let Some(held) = self.services.remove(service) else {
+            return false;
+        };
+        for ip in &held.allocation.addresses {
+            self.unhold(ip, service, held.sharing.as_ref());
+        }
+        true
+    }
+
+    pub fn allocation(&self, service: &ServiceKey) -> Option<&Allocation> {
+        self.services.get(service).map(|h| &h.allocation)
+    }
+
+    /// How much of the named pool is used; `None` for an unknown pool.
+    pub fn usage(&self, pool: &str) -> Option<PoolUsage> {
+        let p = &self.pools[*self.by_name.get(pool)?];
+        let sat = |v: u128| u64::try_from(v).unwrap_or(u64::MAX);
+        Some(PoolUsage {
+            assigned_v4: sat(p.assigned(IpFamily::V4)),
+            assigned_v6: sat(p.assigned(IpFamily::V6)),
+            available_v4: sat(p.free(IpFamily::V4).count()),
+            available_v6: sat(p.free(IpFamily::V6).count()),
+        })
+    }
+
+    /// Who holds an address (for messages and tests).
+    pub fn holders(&self, ip: &IpAddr) -> Vec<ServiceKey> {
+        self.holders.get(ip).map(|h| h.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Makes `allocation` the Service's, which must hold nothing now.
+    pub(crate) fn record(&mut self, service: &ServiceKey, allocation: Allocation, sharing: Option<Sharing>) {
+        for ip in &allocation.addresses {
+            self.hold(ip, service, sharing.as_ref());
+        }
+        self.services.insert(service.clone(), Held { allocation, sharing });
+    }
+
+    fn hold(&mut self, ip: &IpAddr, service: &ServiceKey, sharing: Option<&Sharing>) {
+        let holders = self.holders.entry(*ip).or_default();
+        let was_free = holders.is_empty();
+        holders.insert(service.clone());
+        if was_free {
+            for pool in self.pools.iter_mut().filter(|p| p.contains(ip)) {
+                pool.mark_held(ip);
+            }
+        }
+        if let Some(sharing) = sharing {
+            self.shared.entry(sharing.key.clone()).or_default().insert(*ip);
+        }
+    }
+
+    fn unhold(&mut self, ip: &IpAddr, service: &ServiceKey, sharing: Option<&Sharing>) {
+        let Some(holders) = self.holders.get_mut(ip) else {
+            return;
+        };
+        holders.remove(service);
+        if !holders.is_empty() {
+            // The others hold it under the same key (sharing demands it).
+            return;
+        }
+        self.holders.remove(ip);
+        for pool in self.pools.iter_mut().filter(|p| p.contains(ip)) {
+            pool.mark_free(ip);
+        }
+        if let Some(sharing) = sharing {
+            if let Some(set) = self.shared.get_mut(&sharing.key) {
+                set.remove(ip);
+                if set.is_empty() {
+                    self.shared.remove(&sharing.key);
+                }
+            }
+        }
+    }
+
+    /// The first holder of `ip` (other than `service`) that `service`, with
+    /// `sharing`, may not share it with, and why.
+    pub(crate) fn share_conflict(
+        &self,
+        ip: &IpAddr,
+        service: &ServiceKey,
+        sharing: Option<&Sharing>,
+    ) -> Option<(ServiceKey, ShareConflict)> {
+        let holders = self.holders.get(ip)?;
+        for holder in holders.iter().filter(|h| *h != service) {
+            let theirs = self.services.get(holder).and_then(|h| h.sharing.as_ref());
+            if let Some(conflict) = sharing_conflict(sharing, theirs) {
+                return Some((holder.clone(), conflict));
+            }
+        }
+        None
+    }
+
+    /// Free intervals of a pool's family (to show that fragmentation, not pool
+    /// size, sets the free set's size).
+    #[cfg(test)]
+    pub(crate) fn free_spans(&self, pool: &str, family: IpFamily) -> usize {
+        self.pools[self.by_name[pool]].free(family).span_len()
+    }
+}
+
+/// Why two Services may not share an address, if they may not.
+fn sharing_conflict(ours: Option<&Sharing>, theirs: Option<&Sharing>) -> Option<ShareConflict> {
+    let Some(ours) = ours else {
+        return Some(ShareConflict::NoSharingKey);
+    };
+    let Some(theirs) = theirs else {
+        return Some(ShareConflict::HolderHasNoSharingKey);
+    };
+    if ours.key != theirs.key {
+        return Some(ShareConflict::DifferentKey {
+            ours: ours.key.clone(),
+            theirs: theirs.key.clone(),
+        });
+    }
+    if ours.backend != theirs.backend {
+        return Some(ShareConflict::DifferentBackend);
+    }
+    let theirs_ports: BTreeSet<_> = theirs.ports.iter().collect();
+    let overlap: BTreeSet<_> = ours.ports.iter().filter(|p| theirs_ports.contains(p)).copied().collect();
+    if !overlap.is_empty() {
+        return Some(ShareConflict::PortsOverlap {
+            ports: overlap.into_iter().collect(),
+        });
+    }
+    None
+}
+
+/// A span of addresses, displayed as `start-end`.
+struct Span(IpFamily, u128, u128);
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_span(f, self.0, self.1, self.2)
+    }
+}

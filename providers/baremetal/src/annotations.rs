@@ -1,0 +1,110 @@
+//! The Service annotations the bare-metal provider reads and writes.
+
+use std::collections::BTreeMap;
+
+use ferrolb_provider_api::ProviderError;
+
+/// Take addresses only from this pool.
+pub const POOL: &str = "ferrolb.io/pool";
+/// Services with the same key, disjoint ports and the same traffic policy share
+/// one address.
+pub const ALLOW_SHARED_IP: &str = "ferrolb.io/allow-shared-ip";
+/// Written by ferrolb: the pool the Service's addresses came from.
+pub const ALLOCATED_FROM_POOL: &str = "ferrolb.io/ip-allocated-from-pool";
+
+/// MetalLB's names for the same requests, read so a MetalLB cluster can switch
+/// without rewriting its Services. Ours win when both are set.
+const METALLB_POOL: &str = "metallb.io/address-pool";
+const METALLB_ALLOW_SHARED_IP: &str = "metallb.io/allow-shared-ip";
+
+/// What a Service's annotations ask of the allocator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub pool: Option<String>,
+    pub sharing_key: Option<String>,
+}
+
+pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Requests, ProviderError> {
+    Ok(Requests {
+        pool: lookup(annotations, &[POOL, METALLB_POOL], is_object_name, "a pool name (lowercase letters, digits, '-' and '.')")?,
+        sharing_key: lookup(annotations, &[ALLOW_SHARED_IP, METALLB_ALLOW_SHARED_IP], is_sharing_key, "a non-empty key of at most 253 printable characters")?,
+    })
+}
+
+fn lookup(
+    annotations: &BTreeMap<String, String>,
+    keys: &[&str],
+    valid: fn(&str) -> bool,
+    what: &str,
+) -> Result<Option<String>, ProviderError> {
+    let Some((key, value)) = keys.iter().find_map(|k| annotations.get(*k).map(|v| (*k, v))) else {
+        return Ok(None);
+    };
+    let value = value.trim();
+    if !valid(value) {
+        let shown: String = value.chars().take(64).collect();
+        return Err(ProviderError::invalid(
+            format!("metadata.annotations[{key}]"),
+            format!("{shown:?} is not {what}"),
+        ));
+    }
+    Ok(Some(value.to_string()))
+}
+
+/// A DNS-1123 subdomain, as Kubernetes requires of object names.
+fn is_object_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn is_sharing_key(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.chars().all(|c| !c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn table() {
+        let ok = |pool: Option<&str>, key: Option<&str>| {
+            Ok::<_, String>(Requests {
+                pool: pool.map(Into::into),
+                sharing_key: key.map(Into::into),
+            })
+        };
+        let long = "x".repeat(254);
+        let cases: Vec<(BTreeMap<String, String>, Result<Requests, String>)> = vec![
+            (ann(&[]), ok(None, None)),
+            (ann(&[(POOL, "prod-v4")]), ok(Some("prod-v4"), None)),
+            (ann(&[(POOL, " prod.v4 ")]), ok(Some("prod.v4"), None)),
+            (ann(&[(METALLB_POOL, "legacy")]), ok(Some("legacy"), None)),
+            (ann(&[(POOL, "ours"), (METALLB_POOL, "theirs")]), ok(Some("ours"), None)),
+            (ann(&[(ALLOW_SHARED_IP, "dns")]), ok(None, Some("dns"))),
+            (ann(&[(METALLB_ALLOW_SHARED_IP, "dns")]), ok(None, Some("dns"))),
+            (ann(&[(POOL, "")]), Err("metadata.annotations[ferrolb.io/pool]".into())),
+            (ann(&[(POOL, "Prod_Pool")]), Err("\"Prod_Pool\" is not a pool name".into())),
+            (ann(&[(POOL, "-x")]), Err("is not a pool name".into())),
+            (ann(&[(ALLOW_SHARED_IP, "")]), Err("metadata.annotations[ferrolb.io/allow-shared-ip]".into())),
+            (ann(&[(ALLOW_SHARED_IP, &long)]), Err("at most 253".into())),
+            (ann(&[(ALLOW_SHARED_IP, "a\nb")]), Err("allow-shared-ip".into())),
+        ];
+        for (i, (input, want)) in cases.into_iter().enumerate() {
+            match (parse(&input), want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "case {i}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(&w), "case {i}: {e:?} lacks {w:?}"),
+                (g, w) => panic!("case {i}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The bare-metal provider: ties the pure [`Allocator`] to the cluster.
+//!
+//! It watches `IPPool`s and feeds them to the allocator, answers `ensure` with
+//! the Service's addresses, and keeps each pool's status (used and free
+//! counts, problems) up to date. It runs only in the leader: the controller
+//! calls [`Provider::restore`] once after winning the election, which starts the
+//! pool watch and rebuilds the allocations from the Services' statuses before
+//! any `ensure`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrolb_provider_api::{
+    ChangeNotifier, Ingress, IpFamilyPolicy, LoadBalancerIntent, LoadBalancerStatus, OwnedService,
+    Provider, ProviderError, ServiceKey, TrafficPolicy,
+};
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::ResourceExt;
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use crate::allocator::{Allocator, Pool, Request, Sharing, pool_from_spec};
+use crate::annotations::{self, ALLOCATED_FROM_POOL};
+use crate::crd::{IPPool, IPPoolStatus};
+
+#[derive(Clone, Debug)]
+pub struct BareMetalConfig {
+    pub cluster_name: String,
+}
+
+struct Shared {
+    allocator: Mutex<Allocator>,
+    /// Problems found in each pool's spec, shown in its status.
+    problems: Mutex<BTreeMap<String, Vec<String>>>,
+    notifier: Mutex<Option<ChangeNotifier>>,
+    /// Wakes the pool status writer.
+    dirty: Notify,
+}
+
+pub struct BareMetalProvider {
+    client: kube::Client,
+    shared: Arc<Shared>,
+    pools_synced: watch::Sender<bool>,
+}
+
+impl BareMetalProvider {
+    pub fn new(client: kube::Client, config: BareMetalConfig) -> Self {
+        debug!(cluster = %config.cluster_name, "bare-metal provider");
+        Self {
+            client,
+            shared: Arc::new(Shared {
+                allocator: Mutex::new(Allocator::new()),
+                problems: Mutex::default(),
+                notifier: Mutex::default(),
+                dirty: Notify::new(),
+            }),
+            pools_synced: watch::Sender::new(false),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn notify_waiting(&self) {
+        let notifier = lock(&self.notifier).clone();
+        if let Some(n) = notifier {
+            n();
+        }
+    }
+
+    /// Replaces the allocator's pools with these.
+    fn apply_pools(&self, pools: &BTreeMap<String, IPPool>) {
+        let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut parsed: Vec<Pool> = Vec::new();
+        for (name, pool) in pools {
+            match pool_from_spec(name, &pool.spec) {
+                Ok(p) => parsed.push(p),
+                Err(errs) => {
+                    warn!(pool = %name, problems = ?errs, "ignoring invalid IPPool");
+                    problems.insert(name.clone(), errs);
+                }
+            }
+        }
+        let overlaps = lock(&self.allocator).set_pools(parsed);
+        for (name, errs) in overlaps {
+            problems.entry(name).or_default().extend(errs);
+        }
+        *lock(&self.problems) = problems;
+        self.dirty.notify_one();
+        self.notify_waiting();
+    }
+
+    fn status_of(&self, name: &str) -> IPPoolStatus {
+        let usage = lock(&self.allocator).usage(name);
+        let errors = lock(&self.problems).get(name).cloned().unwrap_or_default();
+        match usage {
+            Some(u) => IPPoolStatus {
+                assigned_ipv4: u.assigned_v4,
+                assigned_ipv6: u.assigned_v6,
+                available_ipv4: u.available_v4,
+                available_ipv6: u.available_v6,
+                errors,
+            },
+            None => IPPoolStatus {
+                errors,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Watches IPPools and hands every change to the allocator.
+async fn watch_pools(api: Api<IPPool>, shared: Arc<Shared>, synced: watch::Sender<bool>, pools_tx: watch::Sender<Vec<(String, Option<IPPoolStatus>)>>) {
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut pools: BTreeMap<String, IPPool> = BTreeMap::new();
+    let mut staging: Option<BTreeMap<String, IPPool>> = None;
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "IPPool watch failed; retrying");
+                continue;
+            }
+        };
+        let changed = match event {
+            Event::Init => {
+                staging = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply(p) => {
+                if let Some(s) = staging.as_mut() {
+                    s.insert(p.name_any(), p);
+                }
+                false
+            }
+            Event::InitDone => {
+                pools = staging.take().unwrap_or_default();
+                true
+            }
+            Event::Apply(p) => {
+                let name = p.name_any();
+                let spec_changed = pools.get(&name).is_none_or(|old| old.spec != p.spec);
+                pools.insert(name, p);
+                spec_changed
+            }
+            Event::Delete(p) => pools.remove(&p.name_any()).is_some(),
+        };
+        if changed {
+            info!(pools = pools.len(), "IPPools changed");
+            shared.apply_pools(&pools);
+            let _ = pools_tx.send(pools.iter().map(|(n, p)| (n.clone(), p.status.clone())).collect());
+            synced.send_replace(true);
+        }
+    }
+}
+
+/// Writes each pool's status when it differs from what the pool shows.
+async fn write_pool_status(api: Api<IPPool>, shared: Arc<Shared>, mut pools_rx: watch::Receiver<Vec<(String, Option<IPPoolStatus>)>>) {
+    let mut written: HashMap<String, IPPoolStatus> = HashMap::new();
+    loop {
+        tokio::select! {
+            () = shared.dirty.notified() => {}
+            r = pools_rx.changed() => if r.is_err() { return },
+        }
+        // Let a burst of allocations settle into one write per pool.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let pools = pools_rx.borrow_and_update().clone();
+        written.retain(|name, _| pools.iter().any(|(n, _)| n == name));
+        for (name, shown) in pools {
+            let want = shared.status_of(&name);
+            let last = written.get(&name).or(shown.as_ref());
+            if last == Some(&want) {
+                continue;
+            }
+            let patch = serde_json::json!({ "status": want });
+            match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => {
+                    written.insert(name, want);
+                }
+                Err(e) => {
+                    warn!(pool = %name, error = %e, "updating IPPool status failed; will retry");
+                    shared.dirty.notify_one();
+                }
+            }
+        }
+    }
+}
+
+fn request(intent: &LoadBalancerIntent) -> Result<Request, ProviderError> {
+    let requests = annotations::parse(&intent.annotations)?;
+    let sharing = requests.sharing_key.map(|key| Sharing {
+        key,
+        ports: intent.ports.iter().map(|p| (p.protocol, p.port)).collect(),
+        backend: match intent.traffic_policy {
+            TrafficPolicy::Cluster => "Cluster".into(),
+            TrafficPolicy::Local => "Local".into(),
+        },
+    });
+    Ok(Request {
+        service: intent.key.clone(),
+        labels: intent.labels.clone(),
+        families: intent.wanted_families(),
+        require_all: intent.ip_family_policy != IpFamilyPolicy::PreferDualStack,
+        addresses: intent.requested_addresses.clone(),
+        pool: requests.pool,
+        sharing,
+    })
+}
+
+#[async_trait::async_trait]
+impl Provider for BareMetalProvider {
+    fn name(&self) -> &'static str {
+        "baremetal"
+    }
+
+    fn owned_annotations(&self) -> &'static [&'static str] {
+        &[ALLOCATED_FROM_POOL]
+    }
+
+    fn set_change_notifier(&self, notify: ChangeNotifier) {
+        *lock(&self.shared.notifier) = Some(notify);
+    }
+
+    async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
+        let api: Api<IPPool> = Api::all(self.client.clone());
+        let (pools_tx, pools_rx) = watch::channel(Vec::new());
+        tokio::spawn(watch_pools(api.clone(), self.shared.clone(), self.pools_synced.clone(), pools_tx));
+        let mut synced = self.pools_synced.subscribe();
+        tokio::time::timeout(Duration::from_secs(120), synced.wait_for(|s| *s))
+            .await
+            .map_err(|e| ProviderError::Transient {
+                operation: "list IPPools",
+                source: Box::new(e),
+            })?
+            .map_err(|e| ProviderError::Transient {
+                operation: "list IPPools",
+                source: Box::new(e),
+            })?;
+
+        let mut restored = 0usize;
+        {
+            let mut allocator = lock(&self.shared.allocator);
+            for svc in owned {
+                let addrs: Vec<IpAddr> = svc
+                    .ingress
+                    .iter()
+                    .filter_map(|i| match i {
+                        Ingress::Ip(ip) => Some(*ip),
+                        Ingress::Hostname(_) => None,
+                    })
+                    .collect();
+                // An owned Service whose annotations became invalid still
+                // keeps its addresses: restore it without pool or sharing.
+                let req = request(&svc.intent).unwrap_or_else(|_| Request {
+                    service: svc.intent.key.clone(),
+                    labels: svc.intent.labels.clone(),
+                    families: svc.intent.wanted_families(),
+                    require_all: false,
+                    addresses: Vec::new(),
+                    pool: None,
+                    sharing: None,
+                });
+                match allocator.restore(&req, &addrs) {
+                    Ok(_) => restored += 1,
+                    Err(e) => warn!(service = %svc.intent.key, error = %e, "could not restore the Service's addresses; it will get new ones"),
+                }
+            }
+        }
+        info!(restored, "restored allocations");
+        tokio::spawn(write_pool_status(api, self.shared.clone(), pools_rx));
+        self.shared.dirty.notify_one();
+        Ok(())
+    }
+
+    async fn ensure(&self, intent: &LoadBalancerIntent) -> Result<LoadBalancerStatus, ProviderError> {
+        if !*self.pools_synced.borrow() {
+            return Err(ProviderError::Provisioning {
+                what: "IPPools not loaded yet".into(),
+            });
+        }
+        let req = request(intent)?;
+        let (allocation, changed) = {
+            let mut allocator = lock(&self.shared.allocator);
+            let before = allocator.allocation(&intent.key).cloned();
+            let allocation = allocator
+                .assign(&req)
+                .map_err(|e| ProviderError::unsatisfiable(e.to_string()))?;
+            let changed = before.as_ref() != Some(&allocation);
+            (allocation, changed.then_some(before.is_some()))
+        };
+        if let Some(moved) = changed {
+            info!(service = %intent.key, addresses = ?allocation.addresses, pool = %allocation.pool, "allocated");
+            self.shared.dirty.notify_one();
+            if moved {
+                // The Service asked for other addresses; its old ones are free.
+                self.shared.notify_waiting();
+            }
+        }
+        Ok(LoadBalancerStatus {
+            ingress: allocation.addresses.iter().map(|a| Ingress::Ip(*a)).collect(),
+            annotations: BTreeMap::from([(ALLOCATED_FROM_POOL.to_string(), Some(allocation.pool.clone()))]),
+        })
+    }
+
+    async fn delete(&self, key: &ServiceKey) -> Result<(), ProviderError> {
+        let released = lock(&self.shared.allocator).release(key);
+        if released {
+            info!(service = %key, "released addresses");
+            self.shared.dirty.notify_one();
+            self.shared.notify_waiting();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! Command-line flags. Every flag can also be set from a `FERROLB_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "ferrolb", version, about = "Gives Kubernetes Services of type LoadBalancer a real external address")]
+pub struct Cli {
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info,ferrolb=debug`). Without
+    /// it, `RUST_LOG`, then `info`.
+    #[arg(long, env = "FERROLB_LOG", global = true)]
+    pub log: Option<String>,
+
+    /// Log format.
+    #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller: allocate and provision load balancers for Services.
+    Controller(ControllerArgs),
+    /// Print the CustomResourceDefinitions as a multi-document YAML stream.
+    Crds,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProviderKind {
+    Baremetal,
+    Aws,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Baremetal => "baremetal",
+            ProviderKind::Aws => "aws",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ControllerArgs {
+    /// Path to a kubeconfig. Without it: KUBECONFIG, ~/.kube/config, then the
+    /// in-cluster service account.
+    #[arg(long, env = "FERROLB_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Which provider builds the load balancers.
+    #[arg(long, env = "FERROLB_PROVIDER", value_enum, default_value_t = ProviderKind::Baremetal)]
+    pub provider: ProviderKind,
+
+    /// A name for this cluster, used to tag and name what the provider creates.
+    #[arg(long, env = "FERROLB_CLUSTER_NAME", default_value = "kubernetes")]
+    pub cluster_name: String,
+
+    /// The `spec.loadBalancerClass` this install serves. Default:
+    /// `ferrolb.io/<provider>`.
+    #[arg(long, env = "FERROLB_LOAD_BALANCER_CLASS")]
+    pub load_balancer_class: Option<String>,
+
+    /// Also serve LoadBalancer Services that set no `spec.loadBalancerClass`
+    /// (make this install the cluster's default).
+    #[arg(long, env = "FERROLB_DEFAULT_CLASS")]
+    pub default_class: bool,
+
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Elect one active controller through a Lease. Turn off only when exactly
+    /// one replica runs.
+    #[arg(long, env = "FERROLB_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "FERROLB_LEADER_ELECTION_NAMESPACE", default_value = "kube-system")]
+    pub leader_election_namespace: String,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "FERROLB_LEADER_ELECTION_NAME", default_value = "ferrolb-controller")]
+    pub leader_election_name: String,
+
+    /// This replica's identity in the Lease. Default: the host name plus a
+    /// random suffix.
+    #[arg(long, env = "FERROLB_LEADER_ELECTION_IDENTITY")]
+    pub leader_election_identity: Option<String>,
+
+    /// How long a Lease stays valid without renewal.
+    #[arg(long, env = "FERROLB_LEASE_DURATION", value_parser = parse_duration, default_value = "15s")]
+    pub lease_duration: Duration,
+
+    /// How often the leader renews, and a standby retries.
+    #[arg(long, env = "FERROLB_LEASE_RETRY_PERIOD", value_parser = parse_duration, default_value = "2s")]
+    pub lease_retry_period: Duration,
+
+    /// Services reconciled at once.
+    #[arg(long, env = "FERROLB_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
+    /// How often a converged Service is checked again.
+    #[arg(long, env = "FERROLB_RESYNC_PERIOD", value_parser = parse_duration, default_value = "10m")]
+    pub resync_period: Duration,
+
+    /// Consider nodes that are not Ready as load-balancer targets too.
+    #[arg(long, env = "FERROLB_INCLUDE_NOT_READY_NODES")]
+    pub include_not_ready_nodes: bool,
+}
+
+/// Parses `500ms`, `15s`, `2m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} has no unit (ms, s or m)"))?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} does not start with a number"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} has unknown unit {unit:?} (ms, s or m)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let cli = Cli::try_parse_from(["ferrolb", "controller"]).unwrap();
+        let Command::Controller(args) = cli.command else { panic!("not controller") };
+        assert_eq!(args.provider, ProviderKind::Baremetal);
+        assert!(args.leader_election);
+        assert!(!args.default_class);
+        assert_eq!(args.leader_election_namespace, "kube-system");
+    }
+
+    #[test]
+    fn leader_election_can_be_turned_off() {
+        let cli = Cli::try_parse_from([
+            "ferrolb",
+            "controller",
+            "--leader-election=false",
+            "--provider",
+            "aws",
+            "--load-balancer-class",
+            "example.com/lb",
+        ])
+        .unwrap();
+        let Command::Controller(args) = cli.command else { panic!("not controller") };
+        assert!(!args.leader_election);
+        assert_eq!(args.provider, ProviderKind::Aws);
+        assert_eq!(args.load_balancer_class.as_deref(), Some("example.com/lb"));
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

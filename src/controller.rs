@@ -1,0 +1,277 @@
+//! `ferrolb controller`: wiring of client, leader election, caches, provider
+//! and the reconcile loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferrolb_aws::AwsProvider;
+use ferrolb_baremetal::{BareMetalConfig, BareMetalProvider};
+use ferrolb_provider_api::{
+    IpFamily, IpFamilyPolicy, LoadBalancerIntent, OwnedService, Provider, TrafficPolicy,
+};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::args::{ControllerArgs, ProviderKind};
+use crate::cache::{Cache, list_all};
+use crate::intent;
+use crate::leader::{LeaderElector, LeaseConfig};
+use crate::metrics::{self, Metrics};
+use crate::reconcile::{self, Config, Context, FINALIZER, published_ingress};
+
+pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    let ControllerArgs {
+        kubeconfig,
+        provider: provider_kind,
+        cluster_name,
+        load_balancer_class,
+        default_class,
+        metrics_addr,
+        leader_election,
+        leader_election_namespace,
+        leader_election_name,
+        leader_election_identity,
+        lease_duration,
+        lease_retry_period,
+        concurrency,
+        include_not_ready_nodes,
+        resync_period,
+    } = args;
+    let config = Config {
+        class: load_balancer_class.unwrap_or_else(|| format!("ferrolb.io/{}", provider_kind.as_str())),
+        default_class,
+        resync: resync_period,
+    };
+    let identity = leader_election_identity.unwrap_or_else(default_identity);
+    let client = crate::client(kubeconfig.as_deref()).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let listener = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics server to {metrics_addr}"))?;
+    tokio::spawn(metrics::serve(listener, metrics.clone()));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    let shutdown = || {
+        let mut rx = shutdown_rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }) as futures::future::BoxFuture<'static, ()>
+    };
+
+    info!(class = %config.class, default_class, provider = provider_kind.as_str(), %cluster_name, %identity, "starting controller");
+    let mut elector = leader_election.then(|| {
+        LeaderElector::new(
+            client.clone(),
+            LeaseConfig {
+                namespace: leader_election_namespace,
+                name: leader_election_name,
+                identity: identity.clone(),
+                lease_duration,
+                retry_period: lease_retry_period,
+            },
+        )
+    });
+    if let Some(elector) = elector.as_mut() {
+        tokio::select! {
+            () = elector.acquire(|| metrics.set_ready(true)) => {}
+            () = shutdown() => return Ok(()),
+        }
+    }
+    metrics.leader.set(1);
+
+    let provider: Arc<dyn Provider> = match provider_kind {
+        ProviderKind::Baremetal => Arc::new(BareMetalProvider::new(client.clone(), BareMetalConfig { cluster_name })),
+        ProviderKind::Aws => Arc::new(AwsProvider),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "ferrolb-controller".into(),
+            instance: Some(identity),
+        },
+    );
+    let lead = lead(
+        client,
+        config,
+        provider,
+        recorder,
+        metrics.clone(),
+        concurrency,
+        include_not_ready_nodes,
+        shutdown_rx.clone(),
+    );
+
+    let result = match elector.as_mut() {
+        None => lead.await,
+        Some(elector) => {
+            tokio::select! {
+                r = lead => r,
+                () = elector.hold() => Err(anyhow::anyhow!("lost the leader lease; exiting so that no write happens without it")),
+            }
+        }
+    };
+    metrics.leader.set(0);
+    if result.is_ok() {
+        if let Some(elector) = elector.as_mut() {
+            elector.release().await;
+        }
+    }
+    result
+}
+
+/// The leader's work: caches, restore, then the reconcile loop until shutdown.
+#[allow(clippy::too_many_arguments)]
+async fn lead(
+    client: Client,
+    config: Config,
+    provider: Arc<dyn Provider>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    concurrency: u16,
+    include_not_ready_nodes: bool,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let services: Api<Service> = Api::all(client.clone());
+    let cache = Cache::new(include_not_ready_nodes);
+    let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded::<ObjectRef<Service>>();
+
+    let (reader, writer) = reflector::store();
+    let service_stream = watcher(services.clone(), watcher::Config::default())
+        .default_backoff()
+        .modify(strip_service)
+        .reflect(writer)
+        .touched_objects();
+
+    tokio::spawn(cache.clone().run_nodes(Api::<Node>::all(client.clone()), reader.clone(), trigger_tx.clone()));
+    tokio::spawn(cache.clone().run_slices(Api::<EndpointSlice>::all(client.clone()), trigger_tx.clone()));
+    tokio::time::timeout(Duration::from_secs(120), cache.wait_synced())
+        .await
+        .context("listing Nodes and EndpointSlices took over 120s")?;
+
+    // Rebuild the provider's state from what Services already show before
+    // anything new is handed out, so a restart never moves an address.
+    let owned: Vec<OwnedService> = list_all(&services)
+        .await
+        .context("listing Services")?
+        .iter()
+        .filter(|s| config.is_ours(s) && s.finalizers().iter().any(|f| f == FINALIZER))
+        .filter_map(|s| {
+            let ingress = published_ingress(s);
+            (!ingress.is_empty()).then(|| OwnedService {
+                intent: restore_intent(s, &cache),
+                ingress,
+            })
+        })
+        .collect();
+    info!(services = owned.len(), "restoring provider state");
+    provider.restore(owned).await.context("restoring provider state")?;
+
+    let ctx = Arc::new(Context::new(client, config, provider.clone(), cache, recorder, metrics.clone()));
+    let unsatisfied = ctx.unsatisfied.clone();
+    provider.set_change_notifier(Arc::new(move || {
+        let waiting: Vec<_> = unsatisfied.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        for r in waiting {
+            let _ = trigger_tx.unbounded_send(r);
+        }
+    }));
+
+    // The controller wants a Sync future; a oneshot receiver is one.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = shutdown.wait_for(|v| *v).await;
+        let _ = stop_tx.send(());
+    });
+
+    metrics.set_ready(true);
+    info!("controller ready");
+    Controller::for_stream(service_stream, reader)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .reconcile_on(trigger_rx)
+        .graceful_shutdown_on(futures::FutureExt::map(stop_rx, |_| ()))
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                match e {
+                    controller::Error::ReconcilerFailed(..) => {} // logged by error_policy
+                    e => warn!(error = %e, "controller error"),
+                }
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// The intent of an owned Service for restoring state. When the Service no
+/// longer builds (it became invalid while we were down), the fields that
+/// restoring needs are still taken as they are.
+fn restore_intent(svc: &Service, cache: &Cache) -> LoadBalancerIntent {
+    let key = reconcile::service_key(svc);
+    let endpoints = cache.endpoints(&key.namespace, &key.name);
+    match cache.with_nodes(|nodes| intent::build(svc, nodes, &endpoints)) {
+        Ok(intent) => intent,
+        Err(e) => {
+            warn!(service = %key, error = %e, "owned Service is invalid; restoring its addresses as they are");
+            let ip_families: Vec<IpFamily> = published_ingress(svc)
+                .iter()
+                .filter_map(|i| match i {
+                    ferrolb_provider_api::Ingress::Ip(ip) => Some(IpFamily::of(ip)),
+                    ferrolb_provider_api::Ingress::Hostname(_) => None,
+                })
+                .collect();
+            LoadBalancerIntent {
+                key,
+                uid: svc.uid().unwrap_or_default(),
+                labels: svc.labels().clone(),
+                annotations: svc.annotations().clone(),
+                ports: Vec::new(),
+                traffic_policy: TrafficPolicy::Cluster,
+                health_check_node_port: None,
+                targets: Vec::new(),
+                endpoints: Vec::new(),
+                requested_addresses: Vec::new(),
+                source_ranges: Vec::new(),
+                ip_family_policy: if ip_families.len() > 1 {
+                    IpFamilyPolicy::PreferDualStack
+                } else {
+                    IpFamilyPolicy::SingleStack
+                },
+                ip_families,
+            }
+        }
+    }
+}
+
+/// Drops what the controller never reads before the Service is cached.
+fn strip_service(svc: &mut Service) {
+    svc.metadata.managed_fields = None;
+    if let Some(a) = svc.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "ferrolb".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{host}-{:08x}", nanos ^ std::process::id())
+}

@@ -1,0 +1,74 @@
+//! ferrolb: gives Kubernetes Services of type LoadBalancer a real external
+//! address, from AWS Network Load Balancers or from bare-metal IP pools.
+
+pub mod args;
+pub mod cache;
+pub mod controller;
+pub mod crds;
+pub mod error;
+pub mod intent;
+pub mod leader;
+pub mod metrics;
+pub mod nodes;
+pub mod reconcile;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use args::{Cli, Command, LogFormat};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Entry point of the `ferrolb` binary.
+pub fn main() -> anyhow::Result<()> {
+    let Cli { log, log_format, command } = Cli::parse();
+    let log = log
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_new(&log).with_context(|| format!("invalid --log filter {log:?}"))?;
+    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log_format {
+        LogFormat::Text => subscriber.init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
+    match command {
+        Command::Crds => {
+            print!("{}", crds::to_yaml()?);
+            Ok(())
+        }
+        Command::Controller(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(controller::run(args)),
+    }
+}
+
+/// A client from the given kubeconfig, or from the usual chain (KUBECONFIG,
+/// ~/.kube/config, in-cluster).
+pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await.context("no kubeconfig found (KUBECONFIG, ~/.kube/config or in-cluster)")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

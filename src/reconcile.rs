@@ -1,0 +1,458 @@
+//! One reconcile of one Service: guard, finalizer, intent, provider, status.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferrolb_provider_api::{ErrorClass, Ingress, LoadBalancerStatus, Provider, ServiceKey};
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::cache::Cache;
+use crate::error::Error;
+use crate::intent;
+use crate::metrics::{Metrics, OutcomeLabels};
+
+/// Our finalizer on the Services we provision for.
+pub const FINALIZER: &str = "ferrolb.io/load-balancer-cleanup";
+
+/// Which Services this install serves.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The `spec.loadBalancerClass` we serve.
+    pub class: String,
+    /// Also serve Services with no class.
+    pub default_class: bool,
+    /// How often a converged Service is checked again.
+    pub resync: Duration,
+}
+
+impl Config {
+    /// The guard: a Service is ours when it is a LoadBalancer of our class (or of
+    /// no class, when we are the default) and is not being created by anyone else.
+    pub fn is_ours(&self, svc: &Service) -> bool {
+        let Some(spec) = svc.spec.as_ref() else { return false };
+        if spec.type_.as_deref() != Some("LoadBalancer") {
+            return false;
+        }
+        match spec.load_balancer_class.as_deref() {
+            Some(class) => class == self.class,
+            None => self.default_class,
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub provider: Arc<dyn Provider>,
+    pub cache: Cache,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per Service, for backoff.
+    failures: Mutex<HashMap<ObjectRef<Service>, u32>>,
+    /// Services whose last ensure failed as unsatisfiable; retried when the
+    /// provider reports a change.
+    pub unsatisfied: Arc<Mutex<HashSet<ObjectRef<Service>>>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        config: Config,
+        provider: Arc<dyn Provider>,
+        cache: Cache,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            config,
+            provider,
+            cache,
+            recorder,
+            metrics,
+            failures: Mutex::default(),
+            unsatisfied: Arc::default(),
+        }
+    }
+
+    fn succeeded(&self, r: &ObjectRef<Service>) {
+        lock(&self.failures).remove(r);
+        lock(&self.unsatisfied).remove(r);
+        self.metrics.reconciles.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
+    }
+
+    /// Exponential backoff per Service: `base * 2^n`, at most `max`.
+    fn backoff(&self, r: &ObjectRef<Service>, base: Duration, max: Duration) -> Duration {
+        let mut failures = lock(&self.failures);
+        let n = failures.entry(r.clone()).or_insert(0);
+        let delay = base.saturating_mul(1u32 << (*n).min(16)).min(max);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    async fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(note, 1000)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &svc.object_ref(&())).await {
+            warn!(error = %e, reason, "publishing an event failed");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+pub fn service_key(svc: &Service) -> ServiceKey {
+    ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any())
+}
+
+#[tracing::instrument(skip_all, fields(service = %service_key(&svc)))]
+pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &svc.namespace().unwrap_or_default());
+    let result = if ctx.config.is_ours(&svc) {
+        finalizer(&api, FINALIZER, svc, |event| async {
+            match event {
+                finalizer::Event::Apply(svc) => apply(&svc, &ctx).await,
+                finalizer::Event::Cleanup(svc) => cleanup(&svc, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
+    } else if svc.finalizers().iter().any(|f| f == FINALIZER) {
+        // It was ours and no longer is (type or class changed, or it is being
+        // deleted after such a change): let go of it.
+        release(&api, &svc, &ctx).await
+    } else {
+        Ok(Action::await_change())
+    };
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn release(api: &Api<Service>, svc: &Service, ctx: &Context) -> Result<Action, Error> {
+    info!("service is no longer served by this install; cleaning up");
+    cleanup(svc, ctx).await?;
+    remove_finalizer(api, svc).await?;
+    Ok(Action::await_change())
+}
+
+async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
+    let result = ensure(svc, ctx).await;
+    if let Err(e) = &result {
+        if let Some((reason, note)) = e.event_note() {
+            ctx.publish(svc, EventType::Warning, reason, note).await;
+        }
+    }
+    result
+}
+
+async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
+    let key = service_key(svc);
+    let endpoints = ctx.cache.endpoints(&key.namespace, &key.name);
+    let intent = ctx
+        .cache
+        .with_nodes(|nodes| intent::build(svc, nodes, &endpoints))
+        .map_err(|source| Error::Intent {
+            source,
+            service: key.clone(),
+        })?;
+
+    let current = current_ingress(svc);
+    if current.is_empty() {
+        ctx.publish(svc, EventType::Normal, "EnsuringLoadBalancer", "Ensuring load balancer".into())
+            .await;
+    }
+    let started = Instant::now();
+    let result = ctx.provider.ensure(&intent).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(e) => e.class().as_str(),
+    };
+    ctx.metrics
+        .record_provider_call(ctx.provider.name(), "ensure", outcome, started.elapsed());
+    let status = result.map_err(|source| Error::Ensure {
+        source,
+        service: key.clone(),
+    })?;
+
+    patch_annotations(ctx, svc, &status).await?;
+    let desired = desired_ingress(&status);
+    if desired != current {
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
+        let patch = json!({ "status": { "loadBalancer": { "ingress": desired } } });
+        api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|source| Error::PatchStatus {
+                source,
+                service: key.clone(),
+            })?;
+        ctx.metrics.status_patches.inc();
+        let addrs: Vec<String> = status.ingress.iter().map(ingress_string).collect();
+        info!(ingress = ?addrs, "status updated");
+        ctx.publish(
+            svc,
+            EventType::Normal,
+            "EnsuredLoadBalancer",
+            format!("Ensured load balancer: {}", addrs.join(", ")),
+        )
+        .await;
+    } else {
+        debug!("status already up to date");
+    }
+    ctx.succeeded(&ObjectRef::from_obj(svc));
+    Ok(Action::requeue(ctx.config.resync))
+}
+
+async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
+    let key = service_key(svc);
+    ctx.publish(svc, EventType::Normal, "DeletingLoadBalancer", "Deleting load balancer".into())
+        .await;
+    let started = Instant::now();
+    let result = ctx.provider.delete(&key).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(e) => e.class().as_str(),
+    };
+    ctx.metrics
+        .record_provider_call(ctx.provider.name(), "delete", outcome, started.elapsed());
+    if let Err(source) = result {
+        let e = Error::Delete { source, service: key };
+        if let Some((reason, note)) = e.event_note() {
+            ctx.publish(svc, EventType::Warning, reason, note).await;
+        }
+        return Err(e);
+    }
+
+    // A Service on its way out needs no tidying; one that stays (type or class
+    // changed) must not keep an address it no longer has.
+    if svc.metadata.deletion_timestamp.is_none() {
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
+        let ours: BTreeMap<String, Option<String>> = ctx
+            .provider
+            .owned_annotations()
+            .iter()
+            .filter(|k| svc.annotations().contains_key(**k))
+            .map(|k| (k.to_string(), None))
+            .collect();
+        if !ours.is_empty() {
+            let patch = json!({ "metadata": { "annotations": ours } });
+            api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| Error::PatchAnnotations {
+                    source,
+                    service: key.clone(),
+                })?;
+        }
+        if !current_ingress(svc).is_empty() {
+            let patch = json!({ "status": { "loadBalancer": { "ingress": null } } });
+            api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| Error::PatchStatus {
+                    source,
+                    service: key.clone(),
+                })?;
+            ctx.metrics.status_patches.inc();
+        }
+    }
+    ctx.publish(svc, EventType::Normal, "DeletedLoadBalancer", "Deleted load balancer".into())
+        .await;
+    ctx.succeeded(&ObjectRef::from_obj(svc));
+    Ok(Action::await_change())
+}
+
+async fn remove_finalizer(api: &Api<Service>, svc: &Service) -> Result<(), Error> {
+    let Some(idx) = svc.finalizers().iter().position(|f| f == FINALIZER) else { return Ok(()) };
+    // Test before remove, so a concurrent change to the list cannot make us
+    // remove someone else's finalizer.
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "test", "path": format!("/metadata/finalizers/{idx}"), "value": FINALIZER },
+        { "op": "remove", "path": format!("/metadata/finalizers/{idx}") },
+    ]))
+    .expect("static JSON patch");
+    match api
+        .patch::<Service>(&svc.name_any(), &PatchParams::default(), &Patch::Json(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(Error::RemoveFinalizer {
+            source,
+            service: service_key(svc),
+        }),
+    }
+}
+
+async fn patch_annotations(ctx: &Context, svc: &Service, status: &LoadBalancerStatus) -> Result<(), Error> {
+    let current = svc.annotations();
+    let changes: BTreeMap<&String, &Option<String>> = status
+        .annotations
+        .iter()
+        .filter(|(k, v)| current.get(*k) != v.as_ref())
+        .collect();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let key = service_key(svc);
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let patch = json!({ "metadata": { "annotations": changes } });
+    api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::PatchAnnotations { source, service: key })?;
+    ctx.metrics.status_patches.inc();
+    Ok(())
+}
+
+pub fn error_policy(svc: Arc<Service>, err: &Error, ctx: Arc<Context>) -> Action {
+    let class = err.class();
+    ctx.metrics
+        .reconciles
+        .get_or_create(&OutcomeLabels { outcome: class.as_str() })
+        .inc();
+    let r = ObjectRef::from_obj(svc.as_ref());
+    let action = match class {
+        ErrorClass::Invalid => Action::await_change(),
+        ErrorClass::Provisioning => Action::requeue(Duration::from_secs(5)),
+        ErrorClass::Unsatisfiable => {
+            lock(&ctx.unsatisfied).insert(r.clone());
+            Action::requeue(ctx.backoff(&r, Duration::from_secs(10), Duration::from_secs(300)))
+        }
+        ErrorClass::Throttled => Action::requeue(ctx.backoff(&r, Duration::from_secs(2), Duration::from_secs(300))),
+        ErrorClass::Transient => Action::requeue(ctx.backoff(&r, Duration::from_millis(500), Duration::from_secs(300))),
+    };
+    warn!(service = %service_key(&svc), class = class.as_str(), error = %err, ?action, "reconcile failed");
+    action
+}
+
+fn current_ingress(svc: &Service) -> Vec<LoadBalancerIngress> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.clone())
+        .unwrap_or_default()
+}
+
+fn desired_ingress(status: &LoadBalancerStatus) -> Vec<LoadBalancerIngress> {
+    status
+        .ingress
+        .iter()
+        .map(|i| match i {
+            Ingress::Ip(ip) => LoadBalancerIngress {
+                ip: Some(ip.to_string()),
+                ip_mode: Some("VIP".into()),
+                ..Default::default()
+            },
+            Ingress::Hostname(h) => LoadBalancerIngress {
+                hostname: Some(h.clone()),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
+fn ingress_string(i: &Ingress) -> String {
+    match i {
+        Ingress::Ip(ip) => ip.to_string(),
+        Ingress::Hostname(h) => h.clone(),
+    }
+}
+
+/// The addresses a Service's status already shows.
+pub fn published_ingress(svc: &Service) -> Vec<Ingress> {
+    current_ingress(svc)
+        .into_iter()
+        .filter_map(|i| match (i.ip, i.hostname) {
+            (Some(ip), _) => ip.parse().ok().map(Ingress::Ip),
+            (None, Some(h)) => Some(Ingress::Hostname(h)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ServiceSpec;
+
+    fn svc(type_: &str, class: Option<&str>) -> Service {
+        Service {
+            spec: Some(ServiceSpec {
+                type_: Some(type_.into()),
+                load_balancer_class: class.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn guard_table() {
+        let ours = Config {
+            class: "ferrolb.io/baremetal".into(),
+            default_class: false,
+            resync: Duration::from_secs(600),
+        };
+        let default = Config {
+            default_class: true,
+            ..ours.clone()
+        };
+        let cases = [
+            (&ours, svc("LoadBalancer", Some("ferrolb.io/baremetal")), true),
+            (&ours, svc("LoadBalancer", Some("other.io/lb")), false),
+            (&ours, svc("LoadBalancer", None), false),
+            (&default, svc("LoadBalancer", None), true),
+            (&default, svc("LoadBalancer", Some("other.io/lb")), false),
+            (&ours, svc("ClusterIP", Some("ferrolb.io/baremetal")), false),
+            (&default, svc("NodePort", None), false),
+        ];
+        for (i, (cfg, s, want)) in cases.into_iter().enumerate() {
+            assert_eq!(cfg.is_ours(&s), want, "case {i}");
+        }
+        assert!(!ours.is_ours(&Service::default()));
+    }
+
+    #[test]
+    fn desired_ingress_marks_ips_as_vip() {
+        let status = LoadBalancerStatus {
+            ingress: vec![Ingress::Ip("192.0.2.1".parse().unwrap()), Ingress::Hostname("lb.example".into())],
+            annotations: Default::default(),
+        };
+        let got = desired_ingress(&status);
+        assert_eq!(got[0].ip.as_deref(), Some("192.0.2.1"));
+        assert_eq!(got[0].ip_mode.as_deref(), Some("VIP"));
+        assert_eq!(got[1].hostname.as_deref(), Some("lb.example"));
+        assert_eq!(got[1].ip_mode, None);
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo".into(), 2), "h");
+        assert_eq!(truncate("abc".into(), 10), "abc");
+    }
+}
