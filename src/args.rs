@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "ferrolb", version, about = "Gives Kubernetes Services of type LoadBalancer a real external address")]
+#[command(
+    name = "ferrolb",
+    version,
+    about = "Gives Kubernetes Services of type LoadBalancer a real external address"
+)]
 pub struct Cli {
     /// Log filter, in `RUST_LOG` syntax (e.g. `info,ferrolb=debug`). Without
     /// it, `RUST_LOG`, then `info`.
@@ -31,7 +35,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller: allocate and provision load balancers for Services.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Print the CustomResourceDefinitions as a multi-document YAML stream.
     Crds,
 }
@@ -86,11 +90,19 @@ pub struct ControllerArgs {
     pub leader_election: bool,
 
     /// Namespace of the leader-election Lease.
-    #[arg(long, env = "FERROLB_LEADER_ELECTION_NAMESPACE", default_value = "kube-system")]
+    #[arg(
+        long,
+        env = "FERROLB_LEADER_ELECTION_NAMESPACE",
+        default_value = "kube-system"
+    )]
     pub leader_election_namespace: String,
 
     /// Name of the leader-election Lease.
-    #[arg(long, env = "FERROLB_LEADER_ELECTION_NAME", default_value = "ferrolb-controller")]
+    #[arg(
+        long,
+        env = "FERROLB_LEADER_ELECTION_NAME",
+        default_value = "ferrolb-controller"
+    )]
     pub leader_election_name: String,
 
     /// This replica's identity in the Lease. Default: the host name plus a
@@ -126,7 +138,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{s:?} has no unit (ms, s or m)"))?;
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} does not start with a number"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} does not start with a number"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
@@ -152,7 +166,9 @@ mod tests {
     #[test]
     fn flags_parse_with_defaults() {
         let cli = Cli::try_parse_from(["ferrolb", "controller"]).unwrap();
-        let Command::Controller(args) = cli.command else { panic!("not controller") };
+        let Command::Controller(args) = cli.command else {
+            panic!("not controller")
+        };
         assert_eq!(args.provider, ProviderKind::Baremetal);
         assert!(args.leader_election);
         assert!(!args.default_class);
@@ -171,7 +187,9 @@ mod tests {
             "example.com/lb",
         ])
         .unwrap();
-        let Command::Controller(args) = cli.command else { panic!("not controller") };
+        let Command::Controller(args) = cli.command else {
+            panic!("not controller")
+        };
         assert!(!args.leader_election);
         assert_eq!(args.provider, ProviderKind::Aws);
         assert_eq!(args.load_balancer_class.as_deref(), Some("example.com/lb"));

@@ -10,14 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use futures::channel::mpsc::UnboundedSender;
 use futures::StreamExt;
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use tokio::sync::watch;
 
 use crate::nodes::{EndpointInfo, NodeInfo, ready_endpoints, slice_service};
@@ -76,7 +76,12 @@ impl Cache {
     }
 
     /// Watches Nodes until the stream ends, sending the Services to reconcile.
-    pub async fn run_nodes(self, api: Api<Node>, services: Store<Service>, tx: UnboundedSender<ObjectRef<Service>>) {
+    pub async fn run_nodes(
+        self,
+        api: Api<Node>,
+        services: Store<Service>,
+        tx: UnboundedSender<ObjectRef<Service>>,
+    ) {
         let mut stream = watcher::watcher(api, watcher::Config::default())
             .default_backoff()
             .boxed();
@@ -95,7 +100,10 @@ impl Cache {
                     continue;
                 }
                 Event::InitApply(node) => {
-                    if let (Some(s), Some(info)) = (staging.as_mut(), NodeInfo::from_node(&node, self.include_not_ready)) {
+                    if let (Some(s), Some(info)) = (
+                        staging.as_mut(),
+                        NodeInfo::from_node(&node, self.include_not_ready),
+                    ) {
                         s.insert(info.name.clone(), info);
                     }
                     continue;
@@ -115,17 +123,29 @@ impl Cache {
                     changed
                 }
                 Event::Apply(node) => {
-                    let Some(info) = NodeInfo::from_node(&node, self.include_not_ready) else { continue };
+                    let Some(info) = NodeInfo::from_node(&node, self.include_not_ready) else {
+                        continue;
+                    };
                     let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
                     let name = info.name.clone();
                     let old = state.nodes.insert(name.clone(), info);
-                    if targets_differ(old.as_ref(), state.nodes.get(&name)) { vec![name] } else { vec![] }
+                    if targets_differ(old.as_ref(), state.nodes.get(&name)) {
+                        vec![name]
+                    } else {
+                        vec![]
+                    }
                 }
                 Event::Delete(node) => {
-                    let Some(name) = node.metadata.name else { continue };
+                    let Some(name) = node.metadata.name else {
+                        continue;
+                    };
                     let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
                     let old = state.nodes.remove(&name);
-                    if targets_differ(old.as_ref(), None) { vec![name] } else { vec![] }
+                    if targets_differ(old.as_ref(), None) {
+                        vec![name]
+                    } else {
+                        vec![]
+                    }
                 }
             };
             if !changed.is_empty() {
@@ -138,7 +158,11 @@ impl Cache {
 
     /// Watches EndpointSlices until the stream ends, sending the Services whose
     /// ready endpoints changed.
-    pub async fn run_slices(self, api: Api<EndpointSlice>, tx: UnboundedSender<ObjectRef<Service>>) {
+    pub async fn run_slices(
+        self,
+        api: Api<EndpointSlice>,
+        tx: UnboundedSender<ObjectRef<Service>>,
+    ) {
         // Only slices that belong to a Service matter.
         let cfg = watcher::Config::default().labels(crate::nodes::SERVICE_NAME_LABEL);
         let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
@@ -158,14 +182,17 @@ impl Cache {
                 }
                 Event::InitApply(slice) => {
                     if let (Some(s), Some((svc, name))) = (staging.as_mut(), slice_key(&slice)) {
-                        s.entry(svc).or_default().insert(name, ready_endpoints(&slice));
+                        s.entry(svc)
+                            .or_default()
+                            .insert(name, ready_endpoints(&slice));
                     }
                     continue;
                 }
                 Event::InitDone => {
                     let new = staging.take().unwrap_or_default();
                     let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-                    let keys: BTreeSet<&ServiceName> = state.slices.keys().chain(new.keys()).collect();
+                    let keys: BTreeSet<&ServiceName> =
+                        state.slices.keys().chain(new.keys()).collect();
                     let changed = keys
                         .into_iter()
                         .filter(|k| state.slices.get(*k) != new.get(*k))
@@ -177,7 +204,9 @@ impl Cache {
                     changed
                 }
                 Event::Apply(slice) => {
-                    let Some((svc, name)) = slice_key(&slice) else { continue };
+                    let Some((svc, name)) = slice_key(&slice) else {
+                        continue;
+                    };
                     let eps = ready_endpoints(&slice);
                     let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
                     let entry = state.slices.entry(svc.clone()).or_default();
@@ -189,13 +218,19 @@ impl Cache {
                     }
                 }
                 Event::Delete(slice) => {
-                    let Some((svc, name)) = slice_key(&slice) else { continue };
+                    let Some((svc, name)) = slice_key(&slice) else {
+                        continue;
+                    };
                     let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
                     let removed = state.slices.get_mut(&svc).and_then(|m| m.remove(&name));
                     if state.slices.get(&svc).is_some_and(BTreeMap::is_empty) {
                         state.slices.remove(&svc);
                     }
-                    if removed.is_some_and(|r| !r.is_empty()) { vec![svc] } else { vec![] }
+                    if removed.is_some_and(|r| !r.is_empty()) {
+                        vec![svc]
+                    } else {
+                        vec![]
+                    }
                 }
             };
             for (ns, name) in changed {
@@ -205,7 +240,11 @@ impl Cache {
     }
 
     /// The Services whose targets change when the given nodes changed.
-    fn services_targeting(&self, nodes: &[String], services: &Store<Service>) -> Vec<ObjectRef<Service>> {
+    fn services_targeting(
+        &self,
+        nodes: &[String],
+        services: &Store<Service>,
+    ) -> Vec<ObjectRef<Service>> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let nodes: BTreeSet<&str> = nodes.iter().map(String::as_str).collect();
         services
@@ -241,8 +280,11 @@ fn slice_key(slice: &EndpointSlice) -> Option<(ServiceName, String)> {
 /// Whether a node's change alters any Service's targets: only eligible nodes
 /// are targets, so changes to an ineligible node (before and after) do not.
 fn targets_differ(old: Option<&NodeInfo>, new: Option<&NodeInfo>) -> bool {
-    fn view(n: Option<&NodeInfo>) -> Option<(&Vec<std::net::IpAddr>, &Option<String>, &Option<String>)> {
-        n.filter(|n| n.is_eligible()).map(|n| (&n.addresses, &n.provider_id, &n.zone))
+    fn view(
+        n: Option<&NodeInfo>,
+    ) -> Option<(&Vec<std::net::IpAddr>, &Option<String>, &Option<String>)> {
+        n.filter(|n| n.is_eligible())
+            .map(|n| (&n.addresses, &n.provider_id, &n.zone))
     }
     view(old) != view(new)
 }
@@ -275,7 +317,11 @@ mod tests {
             addresses: vec![addr.parse().unwrap()],
             provider_id: None,
             zone: None,
-            eligibility: if eligible { Ok(()) } else { Err(Ineligible::NotReady) },
+            eligibility: if eligible {
+                Ok(())
+            } else {
+                Err(Ineligible::NotReady)
+            },
         }
     }
 
@@ -290,7 +336,10 @@ mod tests {
         assert!(targets_differ(Some(&a), Some(&off)), "became ineligible");
         assert!(targets_differ(None, Some(&a)), "eligible node added");
         assert!(!targets_differ(None, Some(&off)), "ineligible node added");
-        assert!(!targets_differ(Some(&off), Some(&off2)), "ineligible node changed");
+        assert!(
+            !targets_differ(Some(&off), Some(&off2)),
+            "ineligible node changed"
+        );
         assert!(targets_differ(Some(&a), None), "eligible node removed");
     }
 }

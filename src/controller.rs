@@ -48,7 +48,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         resync_period,
     } = args;
     let config = Config {
-        class: load_balancer_class.unwrap_or_else(|| format!("ferrolb.io/{}", provider_kind.as_str())),
+        class: load_balancer_class
+            .unwrap_or_else(|| format!("ferrolb.io/{}", provider_kind.as_str())),
         default_class,
         resync: resync_period,
     };
@@ -96,7 +97,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     metrics.leader.set(1);
 
     let provider: Arc<dyn Provider> = match provider_kind {
-        ProviderKind::Baremetal => Arc::new(BareMetalProvider::new(client.clone(), BareMetalConfig { cluster_name })),
+        ProviderKind::Baremetal => Arc::new(BareMetalProvider::new(
+            client.clone(),
+            BareMetalConfig { cluster_name },
+        )),
         ProviderKind::Aws => Arc::new(AwsProvider),
     };
     let recorder = Recorder::new(
@@ -127,10 +131,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         }
     };
     metrics.leader.set(0);
-    if result.is_ok() {
-        if let Some(elector) = elector.as_mut() {
-            elector.release().await;
-        }
+    if let (Ok(()), Some(elector)) = (&result, elector.as_mut()) {
+        elector.release().await;
     }
     result
 }
@@ -158,8 +160,15 @@ async fn lead(
         .reflect(writer)
         .touched_objects();
 
-    tokio::spawn(cache.clone().run_nodes(Api::<Node>::all(client.clone()), reader.clone(), trigger_tx.clone()));
-    tokio::spawn(cache.clone().run_slices(Api::<EndpointSlice>::all(client.clone()), trigger_tx.clone()));
+    tokio::spawn(cache.clone().run_nodes(
+        Api::<Node>::all(client.clone()),
+        reader.clone(),
+        trigger_tx.clone(),
+    ));
+    tokio::spawn(cache.clone().run_slices(
+        Api::<EndpointSlice>::all(client.clone()),
+        trigger_tx.clone(),
+    ));
     tokio::time::timeout(Duration::from_secs(120), cache.wait_synced())
         .await
         .context("listing Nodes and EndpointSlices took over 120s")?;
@@ -180,12 +189,27 @@ async fn lead(
         })
         .collect();
     info!(services = owned.len(), "restoring provider state");
-    provider.restore(owned).await.context("restoring provider state")?;
+    provider
+        .restore(owned)
+        .await
+        .context("restoring provider state")?;
 
-    let ctx = Arc::new(Context::new(client, config, provider.clone(), cache, recorder, metrics.clone()));
+    let ctx = Arc::new(Context::new(
+        client,
+        config,
+        provider.clone(),
+        cache,
+        recorder,
+        metrics.clone(),
+    ));
     let unsatisfied = ctx.unsatisfied.clone();
     provider.set_change_notifier(Arc::new(move || {
-        let waiting: Vec<_> = unsatisfied.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        let waiting: Vec<_> = unsatisfied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         for r in waiting {
             let _ = trigger_tx.unbounded_send(r);
         }

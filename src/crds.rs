@@ -38,7 +38,17 @@ mod tests {
     #[test]
     fn ippool_schema_has_metallb_field_names() {
         let yaml = to_yaml().unwrap();
-        for field in ["addresses", "autoAssign", "avoidBuggyIPs", "serviceAllocation", "serviceSelectors", "namespaces", "priority", "assignedIPv4", "availableIPv6"] {
+        for field in [
+            "addresses",
+            "autoAssign",
+            "avoidBuggyIPs",
+            "serviceAllocation",
+            "serviceSelectors",
+            "namespaces",
+            "priority",
+            "assignedIPv4",
+            "availableIPv6",
+        ] {
             assert!(yaml.contains(field), "schema lacks {field}");
         }
         let crd = &all()[0];

@@ -65,8 +65,12 @@ impl Error {
             | Error::RemoveFinalizer { source, .. } => kube_class(source),
             Error::Finalizer(e) => match e.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.class(),
-                finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => kube_class(e),
-                finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => ErrorClass::Invalid,
+                finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+                    kube_class(e)
+                }
+                finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
+                    ErrorClass::Invalid
+                }
             },
         }
     }
@@ -75,9 +79,18 @@ impl Error {
     /// user's or the provider's to explain.
     pub fn event_note(&self) -> Option<(&'static str, String)> {
         match self {
-            Error::Intent { source, .. } => Some(("SyncLoadBalancerFailed", format!("Error syncing load balancer: {source}"))),
-            Error::Ensure { source, .. } => Some(("SyncLoadBalancerFailed", format!("Error syncing load balancer: {source}"))),
-            Error::Delete { source, .. } => Some(("DeleteLoadBalancerFailed", format!("Error deleting load balancer: {source}"))),
+            Error::Intent { source, .. } => Some((
+                "SyncLoadBalancerFailed",
+                format!("Error syncing load balancer: {source}"),
+            )),
+            Error::Ensure { source, .. } => Some((
+                "SyncLoadBalancerFailed",
+                format!("Error syncing load balancer: {source}"),
+            )),
+            Error::Delete { source, .. } => Some((
+                "DeleteLoadBalancerFailed",
+                format!("Error deleting load balancer: {source}"),
+            )),
             _ => None,
         }
     }

@@ -67,7 +67,9 @@ pub fn build<'a>(
     let mut targets: Vec<NodeTarget> = nodes
         .into_iter()
         .filter(|n| n.is_eligible())
-        .filter(|n| traffic_policy == TrafficPolicy::Cluster || local_nodes.contains(n.name.as_str()))
+        .filter(|n| {
+            traffic_policy == TrafficPolicy::Cluster || local_nodes.contains(n.name.as_str())
+        })
         .map(|n| NodeTarget {
             name: n.name.clone(),
             addresses: n.addresses.clone(),
@@ -95,7 +97,9 @@ pub fn build<'a>(
         annotations,
         ports,
         traffic_policy,
-        health_check_node_port: spec.health_check_node_port.and_then(|p| u16::try_from(p).ok()),
+        health_check_node_port: spec
+            .health_check_node_port
+            .and_then(|p| u16::try_from(p).ok()),
         targets,
         endpoints,
         requested_addresses: Vec::new(),
@@ -139,8 +143,12 @@ fn ports(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Result<Vec<PortInten
                 ));
             }
         };
-        let port = u16::try_from(p.port)
-            .map_err(|_| invalid(format!("spec.ports[{i}].port"), format!("{} is not a port", p.port)))?;
+        let port = u16::try_from(p.port).map_err(|_| {
+            invalid(
+                format!("spec.ports[{i}].port"),
+                format!("{} is not a port", p.port),
+            )
+        })?;
         out.push(PortIntent {
             name: p.name.clone(),
             protocol,
@@ -156,7 +164,9 @@ fn ports(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Result<Vec<PortInten
     Ok(out)
 }
 
-fn ip_families(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Result<Vec<IpFamily>, IntentError> {
+fn ip_families(
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+) -> Result<Vec<IpFamily>, IntentError> {
     let families: Vec<IpFamily> = spec
         .ip_families
         .iter()
@@ -164,7 +174,10 @@ fn ip_families(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Result<Vec<IpF
         .map(|f| match f.as_str() {
             "IPv4" => Ok(IpFamily::V4),
             "IPv6" => Ok(IpFamily::V6),
-            other => Err(invalid("spec.ipFamilies", format!("unknown family {other:?}"))),
+            other => Err(invalid(
+                "spec.ipFamilies",
+                format!("unknown family {other:?}"),
+            )),
         })
         .collect::<Result<_, _>>()?;
     if !families.is_empty() {
@@ -201,7 +214,10 @@ pub fn requested_addresses(
             ));
         }
         (Some(ip), None) => ("spec.loadBalancerIP".into(), vec![ip]),
-        (None, Some((key, v))) => (format!("metadata.annotations[{key}]"), v.split(',').map(str::trim).collect()),
+        (None, Some((key, v))) => (
+            format!("metadata.annotations[{key}]"),
+            v.split(',').map(str::trim).collect(),
+        ),
     };
     let mut out: Vec<IpAddr> = Vec::new();
     for s in raw {
@@ -210,13 +226,19 @@ pub fn requested_addresses(
             .map_err(|_| invalid(&field, format!("{s:?} is not an IP address")))?;
         let family = IpFamily::of(&ip);
         if out.iter().any(|o| IpFamily::of(o) == family) {
-            return Err(invalid(&field, format!("more than one {family} address; give at most one per family")));
+            return Err(invalid(
+                &field,
+                format!("more than one {family} address; give at most one per family"),
+            ));
         }
         if !families.contains(&family) {
             let served: Vec<String> = families.iter().map(ToString::to_string).collect();
             return Err(invalid(
                 &field,
-                format!("{ip} is {family} but the Service serves only {}", served.join(" and ")),
+                format!(
+                    "{ip} is {family} but the Service serves only {}",
+                    served.join(" and ")
+                ),
             ));
         }
         out.push(ip);
@@ -273,7 +295,11 @@ mod tests {
             addresses: vec![format!("10.0.0.{}", name.len()).parse().unwrap()],
             provider_id: Some(format!("aws:///z/i-{name}")),
             zone: None,
-            eligibility: if eligible { Ok(()) } else { Err(Ineligible::NotReady) },
+            eligibility: if eligible {
+                Ok(())
+            } else {
+                Err(Ineligible::NotReady)
+            },
         }
     }
 
@@ -336,25 +362,61 @@ mod tests {
         let v4 = [IpFamily::V4];
         let dual = [IpFamily::V4, IpFamily::V6];
         let ann = |v: &str| BTreeMap::from([(LOAD_BALANCER_IPS.to_string(), v.to_string())]);
-        let metallb = |v: &str| BTreeMap::from([(METALLB_LOAD_BALANCER_IPS.to_string(), v.to_string())]);
+        let metallb =
+            |v: &str| BTreeMap::from([(METALLB_LOAD_BALANCER_IPS.to_string(), v.to_string())]);
         let none = BTreeMap::new();
-        let ok = |v: &[&str]| Ok::<Vec<IpAddr>, String>(v.iter().map(|s| s.parse().unwrap()).collect());
-        let cases: Vec<(Option<&str>, BTreeMap<String, String>, &[IpFamily], Result<Vec<IpAddr>, String>)> = vec![
+        let ok =
+            |v: &[&str]| Ok::<Vec<IpAddr>, String>(v.iter().map(|s| s.parse().unwrap()).collect());
+        type Case<'a> = (
+            Option<&'a str>,
+            BTreeMap<String, String>,
+            &'a [IpFamily],
+            Result<Vec<IpAddr>, String>,
+        );
+        let cases: Vec<Case> = vec![
             (None, none.clone(), &v4, ok(&[])),
             (Some(""), none.clone(), &v4, ok(&[])),
             (Some("192.0.2.7"), none.clone(), &v4, ok(&["192.0.2.7"])),
-            (None, ann("192.0.2.7, 2001:db8::7"), &dual, ok(&["192.0.2.7", "2001:db8::7"])),
+            (
+                None,
+                ann("192.0.2.7, 2001:db8::7"),
+                &dual,
+                ok(&["192.0.2.7", "2001:db8::7"]),
+            ),
             (None, metallb("192.0.2.8"), &v4, ok(&["192.0.2.8"])),
-            (Some("192.0.2.7"), ann("192.0.2.7"), &v4, Err("spec.loadBalancerIP".into())),
-            (Some("not-an-ip"), none.clone(), &v4, Err("\"not-an-ip\" is not an IP address".into())),
-            (None, ann("192.0.2.7,192.0.2.8"), &dual, Err("more than one IPv4".into())),
-            (None, ann("2001:db8::7"), &v4, Err("is IPv6 but the Service serves only IPv4".into())),
+            (
+                Some("192.0.2.7"),
+                ann("192.0.2.7"),
+                &v4,
+                Err("spec.loadBalancerIP".into()),
+            ),
+            (
+                Some("not-an-ip"),
+                none.clone(),
+                &v4,
+                Err("\"not-an-ip\" is not an IP address".into()),
+            ),
+            (
+                None,
+                ann("192.0.2.7,192.0.2.8"),
+                &dual,
+                Err("more than one IPv4".into()),
+            ),
+            (
+                None,
+                ann("2001:db8::7"),
+                &v4,
+                Err("is IPv6 but the Service serves only IPv4".into()),
+            ),
         ];
         for (i, (lb_ip, anns, fams, want)) in cases.into_iter().enumerate() {
             let got = requested_addresses(lb_ip, &anns, fams);
             match (got, want) {
                 (Ok(g), Ok(w)) => assert_eq!(g, w, "case {i}"),
-                (Err(e), Err(w)) => assert!(e.to_string().contains(&w), "case {i}: {e} does not mention {w}"),
+                (Err(e), Err(w)) => assert!(
+                    e.to_string().contains(&w),
+                    "case {i}: {e} does not mention {w}"
+                ),
                 (g, w) => panic!("case {i}: got {g:?}, want {w:?}"),
             }
         }
@@ -363,7 +425,8 @@ mod tests {
     #[test]
     fn bad_source_range_names_the_field() {
         let mut s = svc("Cluster");
-        s.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["10.0.0.0/8".into(), "bogus".into()]);
+        s.spec.as_mut().unwrap().load_balancer_source_ranges =
+            Some(vec!["10.0.0.0/8".into(), "bogus".into()]);
         let err = build(&s, &[], &[]).unwrap_err();
         assert_eq!(err.field, "spec.loadBalancerSourceRanges[1]");
     }

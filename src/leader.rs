@@ -90,7 +90,9 @@ impl LeaderElector {
 
     /// Gives the Lease up so a standby takes over at once (on graceful stop).
     pub async fn release(&mut self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.name).await else { return };
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.name).await else {
+            return;
+        };
         let spec = lease.spec.get_or_insert_with(Default::default);
         if spec.holder_identity.as_deref() != Some(self.cfg.identity.as_str()) {
             return;
@@ -98,7 +100,11 @@ impl LeaderElector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        match self.api.replace(&self.cfg.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => info!(lease = %self.cfg.name, "released leadership"),
             Err(e) => warn!(error = %e, "releasing the lease failed"),
         }
@@ -107,7 +113,8 @@ impl LeaderElector {
     /// One round of the election: Ok(true) when we hold the Lease afterwards.
     async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
         let now = MicroTime(Timestamp::now());
-        let duration_secs = i32::try_from(self.cfg.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let duration_secs =
+            i32::try_from(self.cfg.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
         let Some(mut lease) = self.api.get_opt(&self.cfg.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -139,7 +146,8 @@ impl LeaderElector {
                 self.observed = Some((spec.clone(), Instant::now()));
             }
             let holder_free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
-            let their_duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
+            let their_duration =
+                Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
             let expired = self
                 .observed
                 .as_ref()
@@ -160,7 +168,11 @@ impl LeaderElector {
         new_spec.renew_time = Some(now);
         // The replace carries the resourceVersion we read: if anyone wrote the
         // Lease in between, it fails with 409 and we lost this round.
-        match self.api.replace(&self.cfg.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e),

@@ -21,12 +21,20 @@ use tracing_subscriber::EnvFilter;
 
 /// Entry point of the `ferrolb` binary.
 pub fn main() -> anyhow::Result<()> {
-    let Cli { log, log_format, command } = Cli::parse();
+    let Cli {
+        log,
+        log_format,
+        command,
+    } = Cli::parse();
     let log = log
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "info".into());
-    let filter = EnvFilter::try_new(&log).with_context(|| format!("invalid --log filter {log:?}"))?;
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_new(&log).with_context(|| format!("invalid --log filter {log:?}"))?;
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     match log_format {
         LogFormat::Text => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
@@ -39,7 +47,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Controller(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(controller::run(args)),
+            .block_on(controller::run(*args)),
     }
 }
 
@@ -50,9 +58,12 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?
         }
-        None => kube::Config::infer().await.context("no kubeconfig found (KUBECONFIG, ~/.kube/config or in-cluster)")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig found (KUBECONFIG, ~/.kube/config or in-cluster)")?,
     };
     Ok(kube::Client::try_from(config)?)
 }

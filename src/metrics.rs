@@ -60,9 +60,10 @@ impl Metrics {
             "Provider operations (ensure, delete, restore), by outcome",
             provider_calls.clone(),
         );
-        let provider_call_duration = Family::<ProviderCallLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 18))
-        });
+        let provider_call_duration =
+            Family::<ProviderCallLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+            });
         registry.register(
             "provider_call_duration_seconds",
             "Time spent in provider operations",
@@ -75,7 +76,11 @@ impl Metrics {
             status_patches.clone(),
         );
         let leader = Gauge::default();
-        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
         Self {
             reconciles,
             reconcile_duration,
@@ -96,7 +101,13 @@ impl Metrics {
         self.ready.load(Ordering::Relaxed)
     }
 
-    pub fn record_provider_call(&self, provider: &'static str, operation: &'static str, outcome: &'static str, took: Duration) {
+    pub fn record_provider_call(
+        &self,
+        provider: &'static str,
+        operation: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
         let labels = ProviderCallLabels {
             provider,
             operation,
@@ -123,7 +134,10 @@ impl Default for Metrics {
 }
 
 /// Serves the endpoints until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok" }))
@@ -137,7 +151,10 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> 
 
 async fn render(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         m.encode(),
     )
 }

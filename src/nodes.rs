@@ -114,7 +114,12 @@ pub struct EndpointInfo {
 /// The Service an EndpointSlice belongs to, from its label.
 pub fn slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
     let ns = slice.metadata.namespace.clone()?;
-    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone();
+    let svc = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)?
+        .clone();
     Some((ns, svc))
 }
 
@@ -199,7 +204,11 @@ mod tests {
         let cases = [
             (&ready, false, Ok(())),
             (&node("b", Some("False")), false, Err(Ineligible::NotReady)),
-            (&node("b", Some("Unknown")), false, Err(Ineligible::NotReady)),
+            (
+                &node("b", Some("Unknown")),
+                false,
+                Err(Ineligible::NotReady),
+            ),
             (&node("b", None), false, Err(Ineligible::NotReady)),
             (&node("b", Some("False")), true, Ok(())),
             (&deleting, false, Err(Ineligible::Deleting)),
@@ -233,7 +242,11 @@ mod tests {
         };
         let slice = EndpointSlice {
             address_type: "IPv4".into(),
-            endpoints: vec![ep("10.1.0.3", Some(false)), ep("10.1.0.2", None), ep("10.1.0.1", Some(true))],
+            endpoints: vec![
+                ep("10.1.0.3", Some(false)),
+                ep("10.1.0.2", None),
+                ep("10.1.0.1", Some(true)),
+            ],
             ..Default::default()
         };
         let got: Vec<String> = ready_endpoints(&slice)

@@ -38,7 +38,9 @@ impl Config {
     /// The guard: a Service is ours when it is a LoadBalancer of our class (or of
     /// no class, when we are the default) and is not being created by anyone else.
     pub fn is_ours(&self, svc: &Service) -> bool {
-        let Some(spec) = svc.spec.as_ref() else { return false };
+        let Some(spec) = svc.spec.as_ref() else {
+            return false;
+        };
         if spec.type_.as_deref() != Some("LoadBalancer") {
             return false;
         }
@@ -87,7 +89,10 @@ impl Context {
     fn succeeded(&self, r: &ObjectRef<Service>) {
         lock(&self.failures).remove(r);
         lock(&self.unsatisfied).remove(r);
-        self.metrics.reconciles.get_or_create(&OutcomeLabels { outcome: "success" }).inc();
+        self.metrics
+            .reconciles
+            .get_or_create(&OutcomeLabels { outcome: "success" })
+            .inc();
     }
 
     /// Exponential backoff per Service: `base * 2^n`, at most `max`.
@@ -99,11 +104,11 @@ impl Context {
         delay
     }
 
-    async fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: String) {
+    async fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: &str) {
         let ev = Event {
             type_,
             reason: reason.into(),
-            note: Some(truncate(note, 1000)),
+            note: Some(truncate(note.to_string(), 1000)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -135,7 +140,9 @@ pub fn service_key(svc: &Service) -> ServiceKey {
 #[tracing::instrument(skip_all, fields(service = %service_key(&svc)))]
 pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &svc.namespace().unwrap_or_default());
+    debug!("reconciling");
+    let api: Api<Service> =
+        Api::namespaced(ctx.client.clone(), &svc.namespace().unwrap_or_default());
     let result = if ctx.config.is_ours(&svc) {
         finalizer(&api, FINALIZER, svc, |event| async {
             match event {
@@ -152,7 +159,9 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
     } else {
         Ok(Action::await_change())
     };
-    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
     result
 }
 
@@ -165,10 +174,8 @@ async fn release(api: &Api<Service>, svc: &Service, ctx: &Context) -> Result<Act
 
 async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     let result = ensure(svc, ctx).await;
-    if let Err(e) = &result {
-        if let Some((reason, note)) = e.event_note() {
-            ctx.publish(svc, EventType::Warning, reason, note).await;
-        }
+    if let Some((reason, note)) = result.as_ref().err().and_then(Error::event_note) {
+        ctx.publish(svc, EventType::Warning, reason, &note).await;
     }
     result
 }
@@ -186,8 +193,13 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
 
     let current = current_ingress(svc);
     if current.is_empty() {
-        ctx.publish(svc, EventType::Normal, "EnsuringLoadBalancer", "Ensuring load balancer".into())
-            .await;
+        ctx.publish(
+            svc,
+            EventType::Normal,
+            "EnsuringLoadBalancer",
+            "Ensuring load balancer",
+        )
+        .await;
     }
     let started = Instant::now();
     let result = ctx.provider.ensure(&intent).await;
@@ -220,7 +232,7 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
             svc,
             EventType::Normal,
             "EnsuredLoadBalancer",
-            format!("Ensured load balancer: {}", addrs.join(", ")),
+            &format!("Ensured load balancer: {}", addrs.join(", ")),
         )
         .await;
     } else {
@@ -232,8 +244,13 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
 
 async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     let key = service_key(svc);
-    ctx.publish(svc, EventType::Normal, "DeletingLoadBalancer", "Deleting load balancer".into())
-        .await;
+    ctx.publish(
+        svc,
+        EventType::Normal,
+        "DeletingLoadBalancer",
+        "Deleting load balancer",
+    )
+    .await;
     let started = Instant::now();
     let result = ctx.provider.delete(&key).await;
     let outcome = match &result {
@@ -243,9 +260,12 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics
         .record_provider_call(ctx.provider.name(), "delete", outcome, started.elapsed());
     if let Err(source) = result {
-        let e = Error::Delete { source, service: key };
+        let e = Error::Delete {
+            source,
+            service: key,
+        };
         if let Some((reason, note)) = e.event_note() {
-            ctx.publish(svc, EventType::Warning, reason, note).await;
+            ctx.publish(svc, EventType::Warning, reason, &note).await;
         }
         return Err(e);
     }
@@ -281,14 +301,21 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
             ctx.metrics.status_patches.inc();
         }
     }
-    ctx.publish(svc, EventType::Normal, "DeletedLoadBalancer", "Deleted load balancer".into())
-        .await;
+    ctx.publish(
+        svc,
+        EventType::Normal,
+        "DeletedLoadBalancer",
+        "Deleted load balancer",
+    )
+    .await;
     ctx.succeeded(&ObjectRef::from_obj(svc));
     Ok(Action::await_change())
 }
 
 async fn remove_finalizer(api: &Api<Service>, svc: &Service) -> Result<(), Error> {
-    let Some(idx) = svc.finalizers().iter().position(|f| f == FINALIZER) else { return Ok(()) };
+    let Some(idx) = svc.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
     // Test before remove, so a concurrent change to the list cannot make us
     // remove someone else's finalizer.
     let patch: json_patch::Patch = serde_json::from_value(json!([
@@ -297,7 +324,11 @@ async fn remove_finalizer(api: &Api<Service>, svc: &Service) -> Result<(), Error
     ]))
     .expect("static JSON patch");
     match api
-        .patch::<Service>(&svc.name_any(), &PatchParams::default(), &Patch::Json(patch))
+        .patch::<Service>(
+            &svc.name_any(),
+            &PatchParams::default(),
+            &Patch::Json(patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -309,7 +340,11 @@ async fn remove_finalizer(api: &Api<Service>, svc: &Service) -> Result<(), Error
     }
 }
 
-async fn patch_annotations(ctx: &Context, svc: &Service, status: &LoadBalancerStatus) -> Result<(), Error> {
+async fn patch_annotations(
+    ctx: &Context,
+    svc: &Service,
+    status: &LoadBalancerStatus,
+) -> Result<(), Error> {
     let current = svc.annotations();
     let changes: BTreeMap<&String, &Option<String>> = status
         .annotations
@@ -324,7 +359,10 @@ async fn patch_annotations(ctx: &Context, svc: &Service, status: &LoadBalancerSt
     let patch = json!({ "metadata": { "annotations": changes } });
     api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|source| Error::PatchAnnotations { source, service: key })?;
+        .map_err(|source| Error::PatchAnnotations {
+            source,
+            service: key,
+        })?;
     ctx.metrics.status_patches.inc();
     Ok(())
 }
@@ -333,7 +371,9 @@ pub fn error_policy(svc: Arc<Service>, err: &Error, ctx: Arc<Context>) -> Action
     let class = err.class();
     ctx.metrics
         .reconciles
-        .get_or_create(&OutcomeLabels { outcome: class.as_str() })
+        .get_or_create(&OutcomeLabels {
+            outcome: class.as_str(),
+        })
         .inc();
     let r = ObjectRef::from_obj(svc.as_ref());
     let action = match class {
@@ -343,8 +383,12 @@ pub fn error_policy(svc: Arc<Service>, err: &Error, ctx: Arc<Context>) -> Action
             lock(&ctx.unsatisfied).insert(r.clone());
             Action::requeue(ctx.backoff(&r, Duration::from_secs(10), Duration::from_secs(300)))
         }
-        ErrorClass::Throttled => Action::requeue(ctx.backoff(&r, Duration::from_secs(2), Duration::from_secs(300))),
-        ErrorClass::Transient => Action::requeue(ctx.backoff(&r, Duration::from_millis(500), Duration::from_secs(300))),
+        ErrorClass::Throttled => {
+            Action::requeue(ctx.backoff(&r, Duration::from_secs(2), Duration::from_secs(300)))
+        }
+        ErrorClass::Transient => {
+            Action::requeue(ctx.backoff(&r, Duration::from_millis(500), Duration::from_secs(300)))
+        }
     };
     warn!(service = %service_key(&svc), class = class.as_str(), error = %err, ?action, "reconcile failed");
     action
@@ -423,7 +467,11 @@ mod tests {
             ..ours.clone()
         };
         let cases = [
-            (&ours, svc("LoadBalancer", Some("ferrolb.io/baremetal")), true),
+            (
+                &ours,
+                svc("LoadBalancer", Some("ferrolb.io/baremetal")),
+                true,
+            ),
             (&ours, svc("LoadBalancer", Some("other.io/lb")), false),
             (&ours, svc("LoadBalancer", None), false),
             (&default, svc("LoadBalancer", None), true),
@@ -440,7 +488,10 @@ mod tests {
     #[test]
     fn desired_ingress_marks_ips_as_vip() {
         let status = LoadBalancerStatus {
-            ingress: vec![Ingress::Ip("192.0.2.1".parse().unwrap()), Ingress::Hostname("lb.example".into())],
+            ingress: vec![
+                Ingress::Ip("192.0.2.1".parse().unwrap()),
+                Ingress::Hostname("lb.example".into()),
+            ],
             annotations: Default::default(),
         };
         let got = desired_ingress(&status);

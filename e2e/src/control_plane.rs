@@ -407,3 +407,26 @@ impl Drop for ControlPlane {
 fn keep_requested() -> bool {
     std::env::var(KEEP_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_clash_counts_only_after_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("kube-apiserver.log");
+        let old = "failed to listen: bind: address already in use\n";
+        std::fs::write(&log, format!("{old}E1122 something else\n")).unwrap();
+
+        let clash = start_error(KUBE_APISERVER, anyhow!("exited"), &log, 0);
+        assert!(matches!(clash, StartError::PortClash(_)));
+        let other = start_error(KUBE_APISERVER, anyhow!("exited"), &log, old.len() as u64);
+        let StartError::Failed(err) = other else {
+            panic!("an old clash was counted")
+        };
+        let message = format!("{err:#}");
+        assert!(message.contains("E1122 something else"), "{message}");
+        assert!(message.ends_with("exited"), "{message}");
+    }
+}

@@ -8,14 +8,15 @@ use std::time::Duration;
 use anyhow::Result;
 use common::{Env, WithLog, annotations, events_for, has_finalizer, ingress_ips};
 use ferrolb_e2e::wait_for;
-use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn service_gets_an_address_and_gives_it_back_on_delete() -> Result<()> {
     let env = Env::start().await?;
-    env.create_pool("default", &["192.0.2.0/30"], |_| {}).await?;
+    env.create_pool("default", &["192.0.2.0/30"], |_| {})
+        .await?;
     let ctl = env.controller(&[])?;
     let check = async {
         env.create_service("web", |_| {}).await?;
@@ -24,7 +25,9 @@ async fn service_gets_an_address_and_gives_it_back_on_delete() -> Result<()> {
         let svc = env.services().get("web").await?;
         assert!(has_finalizer(&svc), "finalizer added");
         assert_eq!(
-            svc.annotations().get("ferrolb.io/ip-allocated-from-pool").map(String::as_str),
+            svc.annotations()
+                .get("ferrolb.io/ip-allocated-from-pool")
+                .map(String::as_str),
             Some("default")
         );
         let note = env.wait_event("web", "EnsuredLoadBalancer").await?;
@@ -32,15 +35,19 @@ async fn service_gets_an_address_and_gives_it_back_on_delete() -> Result<()> {
         env.wait_event("web", "EnsuringLoadBalancer").await?;
         wait_for("pool status to count the address", common::WAIT, || async {
             let s = env.pool_status("default").await?;
-            Ok(s.filter(|s| s.assigned_ipv4 == 1 && s.available_ipv4 == 3).map(|_| ()))
+            Ok(s.filter(|s| s.assigned_ipv4 == 1 && s.available_ipv4 == 3)
+                .map(|_| ()))
         })
         .await?;
 
-        env.services().delete("web", &DeleteParams::default()).await?;
+        env.services()
+            .delete("web", &DeleteParams::default())
+            .await?;
         env.wait_gone("web").await?;
         wait_for("pool status to free the address", common::WAIT, || async {
             let s = env.pool_status("default").await?;
-            Ok(s.filter(|s| s.assigned_ipv4 == 0 && s.available_ipv4 == 4).map(|_| ()))
+            Ok(s.filter(|s| s.assigned_ipv4 == 0 && s.available_ipv4 == 4)
+                .map(|_| ()))
         })
         .await?;
         // Released for real: the next Service gets the same first address.
@@ -61,15 +68,23 @@ async fn type_change_to_cluster_ip_releases_everything() -> Result<()> {
         assert_eq!(env.wait_ingress("a", 1).await?, ["192.0.2.10"]);
 
         let patch = json!({ "spec": { "type": "ClusterIP", "loadBalancerClass": null, "externalTrafficPolicy": null } });
-        env.services().patch("a", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        env.services()
+            .patch("a", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         let api = env.services();
-        wait_for("a to lose finalizer, address and pool annotation", common::WAIT, || async {
-            let svc = api.get("a").await?;
-            let clean = !has_finalizer(&svc)
-                && ingress_ips(&svc).is_empty()
-                && !svc.annotations().contains_key("ferrolb.io/ip-allocated-from-pool");
-            Ok(clean.then_some(()))
-        })
+        wait_for(
+            "a to lose finalizer, address and pool annotation",
+            common::WAIT,
+            || async {
+                let svc = api.get("a").await?;
+                let clean = !has_finalizer(&svc)
+                    && ingress_ips(&svc).is_empty()
+                    && !svc
+                        .annotations()
+                        .contains_key("ferrolb.io/ip-allocated-from-pool");
+                Ok(clean.then_some(()))
+            },
+        )
         .await?;
         env.wait_event("a", "DeletedLoadBalancer").await?;
         // The pool's only address is free again.
@@ -81,17 +96,20 @@ async fn type_change_to_cluster_ip_releases_everything() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn class_change_releases_and_other_classes_are_untouched() -> Result<()> {
+async fn other_classes_are_untouched() -> Result<()> {
     let env = Env::start().await?;
-    env.create_pool("default", &["192.0.2.0/29"], |_| {}).await?;
+    env.create_pool("default", &["192.0.2.0/29"], |_| {})
+        .await?;
     let ctl = env.controller(&[])?;
     let check = async {
         env.create_service("other-class", |s| {
             s.spec.as_mut().unwrap().load_balancer_class = Some("example.com/other".into());
         })
         .await?;
-        env.create_service("no-class", |s| s.spec.as_mut().unwrap().load_balancer_class = None)
-            .await?;
+        env.create_service("no-class", |s| {
+            s.spec.as_mut().unwrap().load_balancer_class = None
+        })
+        .await?;
         env.create_service("ours", |_| {}).await?;
         env.wait_ingress("ours", 1).await?;
         // Ours converged after the others were created; give the others one
@@ -101,7 +119,13 @@ async fn class_change_releases_and_other_classes_are_untouched() -> Result<()> {
             let svc = env.services().get(name).await?;
             assert!(!has_finalizer(&svc), "{name} got our finalizer");
             assert!(ingress_ips(&svc).is_empty(), "{name} got an address");
-            assert!(events_for(&env.client, &env.ns, name).await?.is_empty(), "{name} got events");
+            let events = events_for(&env.client, &env.ns, name).await?;
+            let ours: Vec<_> = events
+                .iter()
+                .filter(|e| e.reporting_controller.as_deref() == Some("ferrolb-controller"))
+                .map(|e| (e.reason.clone(), e.note.clone()))
+                .collect();
+            assert!(ours.is_empty(), "{name} got events from ferrolb: {ours:?}");
         }
         Ok(())
     };
@@ -112,8 +136,10 @@ async fn class_change_releases_and_other_classes_are_untouched() -> Result<()> {
 async fn requested_addresses_pools_sharing_and_dual_stack() -> Result<()> {
     let env = Env::start().await?;
     env.create_pool("v4", &["192.0.2.0/28"], |_| {}).await?;
-    env.create_pool("manual", &["198.51.100.1-198.51.100.3"], |s| s.auto_assign = false)
-        .await?;
+    env.create_pool("manual", &["198.51.100.1-198.51.100.3"], |s| {
+        s.auto_assign = false
+    })
+    .await?;
     env.create_pool("dual", &["203.0.113.0/30", "2001:db8::/126"], |s| {
         s.service_allocation = Some(ferrolb_baremetal::crd::ServiceAllocation {
             priority: Some(1),
@@ -132,10 +158,14 @@ async fn requested_addresses_pools_sharing_and_dual_stack() -> Result<()> {
 
         // A pool without autoAssign serves only explicit requests.
         env.create_service("by-annotation", |s| {
-            s.metadata.annotations = annotations(&[("ferrolb.io/load-balancer-ips", "198.51.100.2")]);
+            s.metadata.annotations =
+                annotations(&[("ferrolb.io/load-balancer-ips", "198.51.100.2")]);
         })
         .await?;
-        assert_eq!(env.wait_ingress("by-annotation", 1).await?, ["198.51.100.2"]);
+        assert_eq!(
+            env.wait_ingress("by-annotation", 1).await?,
+            ["198.51.100.2"]
+        );
 
         env.create_service("by-pool", |s| {
             s.metadata.annotations = annotations(&[("ferrolb.io/pool", "v4")]);
@@ -150,12 +180,19 @@ async fn requested_addresses_pools_sharing_and_dual_stack() -> Result<()> {
         })
         .await?;
         let ips = env.wait_ingress("dual", 2).await?;
-        assert_eq!(ips, ["203.0.113.0", "2001:db8::"], "one address per family, same pool");
+        assert_eq!(
+            ips,
+            ["203.0.113.0", "2001:db8::"],
+            "one address per family, same pool"
+        );
 
         // Same key, disjoint ports, same policy: one address.
         for (name, port) in [("dns-udp", 53), ("dns-tcp", 5353)] {
             env.create_service(name, |s| {
-                s.metadata.annotations = annotations(&[("ferrolb.io/allow-shared-ip", "dns"), ("ferrolb.io/pool", "v4")]);
+                s.metadata.annotations = annotations(&[
+                    ("ferrolb.io/allow-shared-ip", "dns"),
+                    ("ferrolb.io/pool", "v4"),
+                ]);
                 s.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = port;
             })
             .await?;
@@ -180,20 +217,31 @@ async fn unsatisfiable_requests_warn_and_stay_pending() -> Result<()> {
         })
         .await?;
         let note = env.wait_event("outside", "SyncLoadBalancerFailed").await?;
-        assert!(note.contains("198.51.100.9") && note.contains("not in any"), "{note}");
+        assert!(
+            note.contains("198.51.100.9") && note.contains("not in any"),
+            "{note}"
+        );
 
         env.create_service("wrong-family", |s| {
-            s.metadata.annotations = annotations(&[("ferrolb.io/load-balancer-ips", "2001:db8::1")]);
+            s.metadata.annotations =
+                annotations(&[("ferrolb.io/load-balancer-ips", "2001:db8::1")]);
         })
         .await?;
-        let note = env.wait_event("wrong-family", "SyncLoadBalancerFailed").await?;
-        assert!(note.contains("IPv6") && note.contains("load-balancer-ips"), "{note}");
+        let note = env
+            .wait_event("wrong-family", "SyncLoadBalancerFailed")
+            .await?;
+        assert!(
+            note.contains("IPv6") && note.contains("load-balancer-ips"),
+            "{note}"
+        );
 
         env.create_service("no-such-pool", |s| {
             s.metadata.annotations = annotations(&[("ferrolb.io/pool", "missing")]);
         })
         .await?;
-        let note = env.wait_event("no-such-pool", "SyncLoadBalancerFailed").await?;
+        let note = env
+            .wait_event("no-such-pool", "SyncLoadBalancerFailed")
+            .await?;
         assert!(note.contains("missing"), "{note}");
 
         env.create_service("first", |_| {}).await?;
@@ -208,7 +256,9 @@ async fn unsatisfiable_requests_warn_and_stay_pending() -> Result<()> {
         }
 
         // Freeing the address unblocks the waiting Service without any change to it.
-        env.services().delete("first", &DeleteParams::default()).await?;
+        env.services()
+            .delete("first", &DeleteParams::default())
+            .await?;
         assert_eq!(env.wait_ingress("second", 1).await?, ["192.0.2.1"]);
         Ok(())
     };
@@ -218,7 +268,8 @@ async fn unsatisfiable_requests_warn_and_stay_pending() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn restart_keeps_every_address() -> Result<()> {
     let env = Env::start().await?;
-    env.create_pool("default", &["192.0.2.0/28"], |_| {}).await?;
+    env.create_pool("default", &["192.0.2.0/28"], |_| {})
+        .await?;
     let mut ctl = env.controller(&[])?;
     let mut before = Vec::new();
     let check = async {
@@ -242,9 +293,16 @@ async fn restart_keeps_every_address() -> Result<()> {
         env.wait_gone("a").await?;
         for (i, name) in ["b", "c"].into_iter().enumerate() {
             let now = ingress_ips(&env.services().get(name).await?);
-            assert_eq!(now, before[i + 1], "{name} kept its address across the restart");
+            assert_eq!(
+                now,
+                before[i + 1],
+                "{name} kept its address across the restart"
+            );
         }
-        assert!(!before[1..].contains(&d), "d got an address nobody else holds: {d:?} vs {before:?}");
+        assert!(
+            !before[1..].contains(&d),
+            "d got an address nobody else holds: {d:?} vs {before:?}"
+        );
         // d may take a's old address only after a released it; either way no
         // address is held twice.
         Ok(())
@@ -255,11 +313,19 @@ async fn restart_keeps_every_address() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_controllers_exactly_one_acts() -> Result<()> {
     let env = Env::start().await?;
-    env.create_pool("default", &["192.0.2.0/28"], |_| {}).await?;
-    let lease = ["--leader-election=true", "--lease-duration", "4s", "--lease-retry-period", "500ms"];
+    env.create_pool("default", &["192.0.2.0/28"], |_| {})
+        .await?;
+    let lease = [
+        "--leader-election=true",
+        "--lease-duration",
+        "4s",
+        "--lease-retry-period",
+        "500ms",
+    ];
     let mut one = env.controller(&[&lease[..], &["--leader-election-identity", "one"]].concat())?;
     // Let "one" win the lease first so the test knows whom to kill.
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> = kube::Api::namespaced(env.client.clone(), "kube-system");
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env.client.clone(), "kube-system");
     let holder = || async {
         Ok::<_, anyhow::Error>(
             leases
@@ -279,28 +345,46 @@ async fn two_controllers_exactly_one_acts() -> Result<()> {
     env.create_service("a", |_| {}).await?;
     env.wait_ingress("a", 1).await.with_log(&one)?;
     for e in events_for(&env.client, &env.ns, "a").await? {
-        assert_eq!(e.reporting_instance.as_deref(), Some("one"), "only the leader writes events");
+        assert_eq!(
+            e.reporting_instance.as_deref(),
+            Some("one"),
+            "only the leader writes events"
+        );
     }
-    assert!(!two.log().contains("acquired leadership"), "standby must not lead:\n{}", two.log());
-    assert!(!two.log().contains("allocated"), "standby must not allocate:\n{}", two.log());
+    assert!(
+        !two.log().contains("acquired leadership"),
+        "standby must not lead:\n{}",
+        two.log()
+    );
+    assert!(
+        !two.log().contains("allocated"),
+        "standby must not allocate:\n{}",
+        two.log()
+    );
 
     one.kill().await?;
-    wait_for("controller two to take over", Duration::from_secs(20), || async {
-        Ok(holder().await?.filter(|h| h == "two"))
-    })
+    wait_for(
+        "controller two to take over",
+        Duration::from_secs(20),
+        || async { Ok(holder().await?.filter(|h| h == "two")) },
+    )
     .await
     .with_log(&two)?;
     env.create_service("b", |_| {}).await?;
     let b = env.wait_ingress("b", 1).await.with_log(&two)?;
     let a = ingress_ips(&env.services().get("a").await?);
-    assert_ne!(a, b, "the new leader restored a's address before allocating");
+    assert_ne!(
+        a, b,
+        "the new leader restored a's address before allocating"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_annotation_is_reported_and_others_still_served() -> Result<()> {
     let env = Env::start().await?;
-    env.create_pool("default", &["192.0.2.0/28"], |_| {}).await?;
+    env.create_pool("default", &["192.0.2.0/28"], |_| {})
+        .await?;
     let ctl = env.controller(&[])?;
     let check = async {
         env.create_service("bad", |s| {
@@ -310,11 +394,54 @@ async fn invalid_annotation_is_reported_and_others_still_served() -> Result<()> 
         env.create_service("good", |_| {}).await?;
         env.wait_ingress("good", 1).await?;
         let note = env.wait_event("bad", "SyncLoadBalancerFailed").await?;
-        assert!(note.contains("ferrolb.io/load-balancer-ips") && note.contains("not-an-ip"), "{note}");
+        assert!(
+            note.contains("ferrolb.io/load-balancer-ips") && note.contains("not-an-ip"),
+            "{note}"
+        );
         // Fixing the Service is enough: no restart, no other change.
         let patch = json!({ "metadata": { "annotations": { "ferrolb.io/load-balancer-ips": "192.0.2.9" } } });
-        env.services().patch("bad", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        env.services()
+            .patch("bad", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         assert_eq!(env.wait_ingress("bad", 1).await?, ["192.0.2.9"]);
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_class_serves_unclassed_services_until_it_is_no_longer_default() -> Result<()> {
+    let env = Env::start().await?;
+    env.create_pool("default", &["192.0.2.0/29"], |_| {})
+        .await?;
+    let mut ctl = env.controller(&["--default-class"])?;
+    let check = async {
+        env.create_service("plain", |s| {
+            s.spec.as_mut().unwrap().load_balancer_class = None
+        })
+        .await?;
+        assert_eq!(env.wait_ingress("plain", 1).await?, ["192.0.2.0"]);
+        Ok(())
+    };
+    check.await.with_log(&ctl)?;
+    ctl.kill().await?;
+
+    // The same install, no longer the default: the Service is not ours any
+    // more, so everything it was given is taken back.
+    let ctl = env.controller(&[])?;
+    let check = async {
+        let api = env.services();
+        wait_for("plain to be released", common::WAIT, || async {
+            let svc = api.get("plain").await?;
+            Ok((!has_finalizer(&svc) && ingress_ips(&svc).is_empty()).then_some(()))
+        })
+        .await?;
+        env.create_service("classed", |_| {}).await?;
+        assert_eq!(
+            env.wait_ingress("classed", 1).await?,
+            ["192.0.2.0"],
+            "the address was freed"
+        );
         Ok(())
     };
     check.await.with_log(&ctl)

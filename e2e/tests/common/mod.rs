@@ -40,7 +40,13 @@ impl Env {
 
     /// `ferrolb controller` with the bare-metal provider and no leader election.
     pub fn controller(&self, extra: &[&str]) -> Result<FerrolbProcess> {
-        let mut args = vec!["controller", "--metrics-addr", "127.0.0.1:0", "--log", "info,ferrolb=debug"];
+        let mut args = vec![
+            "controller",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log",
+            "info,ferrolb=debug",
+        ];
         if !extra.iter().any(|a| a.starts_with("--leader-election")) {
             args.push("--leader-election=false");
         }
@@ -52,7 +58,12 @@ impl Env {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    pub async fn create_pool(&self, name: &str, addresses: &[&str], tweak: impl FnOnce(&mut IPPoolSpec)) -> Result<IPPool> {
+    pub async fn create_pool(
+        &self,
+        name: &str,
+        addresses: &[&str],
+        tweak: impl FnOnce(&mut IPPoolSpec),
+    ) -> Result<IPPool> {
         let mut spec = IPPoolSpec {
             addresses: addresses.iter().map(|s| s.to_string()).collect(),
             auto_assign: true,
@@ -67,12 +78,19 @@ impl Env {
     }
 
     pub async fn pool_status(&self, name: &str) -> Result<Option<IPPoolStatus>> {
-        Ok(Api::<IPPool>::all(self.client.clone()).get(name).await?.status)
+        Ok(Api::<IPPool>::all(self.client.clone())
+            .get(name)
+            .await?
+            .status)
     }
 
     /// Creates a LoadBalancer Service of our class with one TCP port, after
     /// `tweak` has had its say.
-    pub async fn create_service(&self, name: &str, tweak: impl FnOnce(&mut Service)) -> Result<Service> {
+    pub async fn create_service(
+        &self,
+        name: &str,
+        tweak: impl FnOnce(&mut Service),
+    ) -> Result<Service> {
         let mut svc = fixtures::lb_service(&self.ns, name, &[("TCP", 80)]);
         svc.spec.as_mut().unwrap().load_balancer_class = Some(CLASS.into());
         tweak(&mut svc);
@@ -85,13 +103,17 @@ impl Env {
     /// Waits until the Service shows `n` ingress addresses, and returns them.
     pub async fn wait_ingress(&self, name: &str, n: usize) -> Result<Vec<String>> {
         let api = self.services();
-        wait_for(&format!("{n} ingress address(es) on Service {name}"), WAIT, || {
-            let api = api.clone();
-            async move {
-                let ips = ingress_ips(&api.get(name).await?);
-                Ok((ips.len() == n).then_some(ips))
-            }
-        })
+        wait_for(
+            &format!("{n} ingress address(es) on Service {name}"),
+            WAIT,
+            || {
+                let api = api.clone();
+                async move {
+                    let ips = ingress_ips(&api.get(name).await?);
+                    Ok((ips.len() == n).then_some(ips))
+                }
+            },
+        )
         .await
     }
 
@@ -146,7 +168,9 @@ pub async fn events_for(client: &Client, ns: &str, name: &str) -> Result<Vec<Eve
 }
 
 pub fn has_finalizer(svc: &Service) -> bool {
-    svc.finalizers().iter().any(|f| f == "ferrolb.io/load-balancer-cleanup")
+    svc.finalizers()
+        .iter()
+        .any(|f| f == "ferrolb.io/load-balancer-cleanup")
 }
 
 pub async fn install_crds(client: &Client) -> Result<()> {
@@ -175,7 +199,12 @@ pub async fn install_crds(client: &Client) -> Result<()> {
 }
 
 pub fn annotations(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
-    Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 /// Fails with the controller's log attached, so a red test says why.
@@ -189,7 +218,10 @@ impl<T> WithLog<T> for Result<T> {
             let log = p.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            e.context(format!("controller log (last 60 lines):\n{}", tail.join("\n")))
+            e.context(format!(
+                "controller log (last 60 lines):\n{}",
+                tail.join("\n")
+            ))
         })
     }
 }

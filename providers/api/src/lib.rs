@@ -80,7 +80,10 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Make the load balancer for `intent` exist and match it. Idempotent: a call
     /// for an unchanged intent changes nothing.
-    async fn ensure(&self, intent: &LoadBalancerIntent) -> Result<LoadBalancerStatus, ProviderError>;
+    async fn ensure(
+        &self,
+        intent: &LoadBalancerIntent,
+    ) -> Result<LoadBalancerStatus, ProviderError>;
 
     /// Remove everything this install holds for the Service. Idempotent: it
     /// succeeds when nothing is left, including when `ensure` never ran.

@@ -3,7 +3,9 @@
 //! The NLB logic lands with its own issue; until then the provider refuses every
 //! Service with a clear, non-retrying error instead of pretending to work.
 
-use ferrolb_provider_api::{LoadBalancerIntent, LoadBalancerStatus, Provider, ProviderError, ServiceKey};
+use ferrolb_provider_api::{
+    LoadBalancerIntent, LoadBalancerStatus, Provider, ProviderError, ServiceKey,
+};
 
 /// The AWS provider. It has no logic yet: `ensure` reports that the provider is
 /// not implemented, and `delete` succeeds because it never created anything.
@@ -16,7 +18,10 @@ impl Provider for AwsProvider {
         "aws"
     }
 
-    async fn ensure(&self, _intent: &LoadBalancerIntent) -> Result<LoadBalancerStatus, ProviderError> {
+    async fn ensure(
+        &self,
+        _intent: &LoadBalancerIntent,
+    ) -> Result<LoadBalancerStatus, ProviderError> {
         Err(ProviderError::invalid(
             "--provider",
             "the aws provider is not implemented in this build of ferrolb",

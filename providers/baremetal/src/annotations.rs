@@ -26,8 +26,18 @@ pub struct Requests {
 
 pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Requests, ProviderError> {
     Ok(Requests {
-        pool: lookup(annotations, &[POOL, METALLB_POOL], is_object_name, "a pool name (lowercase letters, digits, '-' and '.')")?,
-        sharing_key: lookup(annotations, &[ALLOW_SHARED_IP, METALLB_ALLOW_SHARED_IP], is_sharing_key, "a non-empty key of at most 253 printable characters")?,
+        pool: lookup(
+            annotations,
+            &[POOL, METALLB_POOL],
+            is_object_name,
+            "a pool name (lowercase letters, digits, '-' and '.')",
+        )?,
+        sharing_key: lookup(
+            annotations,
+            &[ALLOW_SHARED_IP, METALLB_ALLOW_SHARED_IP],
+            is_sharing_key,
+            "a non-empty key of at most 253 printable characters",
+        )?,
     })
 }
 
@@ -37,7 +47,10 @@ fn lookup(
     valid: fn(&str) -> bool,
     what: &str,
 ) -> Result<Option<String>, ProviderError> {
-    let Some((key, value)) = keys.iter().find_map(|k| annotations.get(*k).map(|v| (*k, v))) else {
+    let Some((key, value)) = keys
+        .iter()
+        .find_map(|k| annotations.get(*k).map(|v| (*k, v)))
+    else {
         return Ok(None);
     };
     let value = value.trim();
@@ -57,7 +70,9 @@ fn is_object_name(s: &str) -> bool {
         && s.len() <= 253
         && s.split('.').all(|label| {
             !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -72,7 +87,10 @@ mod tests {
     use super::*;
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -89,20 +107,40 @@ mod tests {
             (ann(&[(POOL, "prod-v4")]), ok(Some("prod-v4"), None)),
             (ann(&[(POOL, " prod.v4 ")]), ok(Some("prod.v4"), None)),
             (ann(&[(METALLB_POOL, "legacy")]), ok(Some("legacy"), None)),
-            (ann(&[(POOL, "ours"), (METALLB_POOL, "theirs")]), ok(Some("ours"), None)),
+            (
+                ann(&[(POOL, "ours"), (METALLB_POOL, "theirs")]),
+                ok(Some("ours"), None),
+            ),
             (ann(&[(ALLOW_SHARED_IP, "dns")]), ok(None, Some("dns"))),
-            (ann(&[(METALLB_ALLOW_SHARED_IP, "dns")]), ok(None, Some("dns"))),
-            (ann(&[(POOL, "")]), Err("metadata.annotations[ferrolb.io/pool]".into())),
-            (ann(&[(POOL, "Prod_Pool")]), Err("\"Prod_Pool\" is not a pool name".into())),
+            (
+                ann(&[(METALLB_ALLOW_SHARED_IP, "dns")]),
+                ok(None, Some("dns")),
+            ),
+            (
+                ann(&[(POOL, "")]),
+                Err("metadata.annotations[ferrolb.io/pool]".into()),
+            ),
+            (
+                ann(&[(POOL, "Prod_Pool")]),
+                Err("\"Prod_Pool\" is not a pool name".into()),
+            ),
             (ann(&[(POOL, "-x")]), Err("is not a pool name".into())),
-            (ann(&[(ALLOW_SHARED_IP, "")]), Err("metadata.annotations[ferrolb.io/allow-shared-ip]".into())),
+            (
+                ann(&[(ALLOW_SHARED_IP, "")]),
+                Err("metadata.annotations[ferrolb.io/allow-shared-ip]".into()),
+            ),
             (ann(&[(ALLOW_SHARED_IP, &long)]), Err("at most 253".into())),
-            (ann(&[(ALLOW_SHARED_IP, "a\nb")]), Err("allow-shared-ip".into())),
+            (
+                ann(&[(ALLOW_SHARED_IP, "a\nb")]),
+                Err("allow-shared-ip".into()),
+            ),
         ];
         for (i, (input, want)) in cases.into_iter().enumerate() {
             match (parse(&input), want) {
                 (Ok(g), Ok(w)) => assert_eq!(g, w, "case {i}"),
-                (Err(e), Err(w)) => assert!(e.to_string().contains(&w), "case {i}: {e:?} lacks {w:?}"),
+                (Err(e), Err(w)) => {
+                    assert!(e.to_string().contains(&w), "case {i}: {e:?} lacks {w:?}")
+                }
                 (g, w) => panic!("case {i}: got {g:?}, want {w:?}"),
             }
         }

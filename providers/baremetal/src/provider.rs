@@ -17,10 +17,10 @@ use ferrolb_provider_api::{
     Provider, ProviderError, ServiceKey, TrafficPolicy,
 };
 use futures::StreamExt;
-use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -118,7 +118,12 @@ impl Shared {
 }
 
 /// Watches IPPools and hands every change to the allocator.
-async fn watch_pools(api: Api<IPPool>, shared: Arc<Shared>, synced: watch::Sender<bool>, pools_tx: watch::Sender<Vec<(String, Option<IPPoolStatus>)>>) {
+async fn watch_pools(
+    api: Api<IPPool>,
+    shared: Arc<Shared>,
+    synced: watch::Sender<bool>,
+    pools_tx: watch::Sender<Vec<(String, Option<IPPoolStatus>)>>,
+) {
     let mut stream = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -158,14 +163,23 @@ async fn watch_pools(api: Api<IPPool>, shared: Arc<Shared>, synced: watch::Sende
         if changed {
             info!(pools = pools.len(), "IPPools changed");
             shared.apply_pools(&pools);
-            let _ = pools_tx.send(pools.iter().map(|(n, p)| (n.clone(), p.status.clone())).collect());
+            let _ = pools_tx.send(
+                pools
+                    .iter()
+                    .map(|(n, p)| (n.clone(), p.status.clone()))
+                    .collect(),
+            );
             synced.send_replace(true);
         }
     }
 }
 
 /// Writes each pool's status when it differs from what the pool shows.
-async fn write_pool_status(api: Api<IPPool>, shared: Arc<Shared>, mut pools_rx: watch::Receiver<Vec<(String, Option<IPPoolStatus>)>>) {
+async fn write_pool_status(
+    api: Api<IPPool>,
+    shared: Arc<Shared>,
+    mut pools_rx: watch::Receiver<Vec<(String, Option<IPPoolStatus>)>>,
+) {
     let mut written: HashMap<String, IPPoolStatus> = HashMap::new();
     loop {
         tokio::select! {
@@ -183,7 +197,10 @@ async fn write_pool_status(api: Api<IPPool>, shared: Arc<Shared>, mut pools_rx: 
                 continue;
             }
             let patch = serde_json::json!({ "status": want });
-            match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => {
                     written.insert(name, want);
                 }
@@ -234,7 +251,12 @@ impl Provider for BareMetalProvider {
     async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
         let api: Api<IPPool> = Api::all(self.client.clone());
         let (pools_tx, pools_rx) = watch::channel(Vec::new());
-        tokio::spawn(watch_pools(api.clone(), self.shared.clone(), self.pools_synced.clone(), pools_tx));
+        tokio::spawn(watch_pools(
+            api.clone(),
+            self.shared.clone(),
+            self.pools_synced.clone(),
+            pools_tx,
+        ));
         let mut synced = self.pools_synced.subscribe();
         tokio::time::timeout(Duration::from_secs(120), synced.wait_for(|s| *s))
             .await
@@ -272,7 +294,9 @@ impl Provider for BareMetalProvider {
                 });
                 match allocator.restore(&req, &addrs) {
                     Ok(_) => restored += 1,
-                    Err(e) => warn!(service = %svc.intent.key, error = %e, "could not restore the Service's addresses; it will get new ones"),
+                    Err(e) => {
+                        warn!(service = %svc.intent.key, error = %e, "could not restore the Service's addresses; it will get new ones")
+                    }
                 }
             }
         }
@@ -282,7 +306,10 @@ impl Provider for BareMetalProvider {
         Ok(())
     }
 
-    async fn ensure(&self, intent: &LoadBalancerIntent) -> Result<LoadBalancerStatus, ProviderError> {
+    async fn ensure(
+        &self,
+        intent: &LoadBalancerIntent,
+    ) -> Result<LoadBalancerStatus, ProviderError> {
         if !*self.pools_synced.borrow() {
             return Err(ProviderError::Provisioning {
                 what: "IPPools not loaded yet".into(),
@@ -307,8 +334,15 @@ impl Provider for BareMetalProvider {
             }
         }
         Ok(LoadBalancerStatus {
-            ingress: allocation.addresses.iter().map(|a| Ingress::Ip(*a)).collect(),
-            annotations: BTreeMap::from([(ALLOCATED_FROM_POOL.to_string(), Some(allocation.pool.clone()))]),
+            ingress: allocation
+                .addresses
+                .iter()
+                .map(|a| Ingress::Ip(*a))
+                .collect(),
+            annotations: BTreeMap::from([(
+                ALLOCATED_FROM_POOL.to_string(),
+                Some(allocation.pool.clone()),
+            )]),
         })
     }
 

@@ -66,22 +66,38 @@ impl Allocator {
                     wanted: families.to_vec(),
                 });
             }
-            if explicit.iter().any(|e| IpFamily::of(e) == family && e != ip) {
-                let addresses = req.addresses.iter().filter(|a| IpFamily::of(a) == family).copied().collect();
+            if explicit
+                .iter()
+                .any(|e| IpFamily::of(e) == family && e != ip)
+            {
+                let addresses = req
+                    .addresses
+                    .iter()
+                    .filter(|a| IpFamily::of(a) == family)
+                    .copied()
+                    .collect();
                 return Err(AllocError::TooManyAddresses { family, addresses });
             }
             explicit.push(*ip);
         }
 
-        let current = self.services.get(&req.service).map(|h| h.allocation.clone());
+        let current = self
+            .services
+            .get(&req.service)
+            .map(|h| h.allocation.clone());
         let mut chosen = Vec::with_capacity(families.len());
         for &family in families {
-            let held = current
-                .as_ref()
-                .and_then(|c| c.addresses.iter().find(|ip| IpFamily::of(ip) == family).copied());
+            let held = current.as_ref().and_then(|c| {
+                c.addresses
+                    .iter()
+                    .find(|ip| IpFamily::of(ip) == family)
+                    .copied()
+            });
             let kept = held.filter(|ip| self.keeps(req, current.as_ref(), ip));
             match explicit.iter().find(|ip| IpFamily::of(ip) == family) {
-                Some(want) if kept == Some(*want) => chosen.push(self.kept(req, current.as_ref(), *want)),
+                Some(want) if kept == Some(*want) => {
+                    chosen.push(self.kept(req, current.as_ref(), *want))
+                }
                 Some(want) => {
                     let pool = self.check_explicit(req, want)?;
                     chosen.push(Choice {
@@ -98,7 +114,11 @@ impl Allocator {
                 }
             }
         }
-        let missing: Vec<IpFamily> = families.iter().copied().filter(|f| !chosen.iter().any(|c| c.family == *f)).collect();
+        let missing: Vec<IpFamily> = families
+            .iter()
+            .copied()
+            .filter(|f| !chosen.iter().any(|c| c.family == *f))
+            .collect();
         if missing.is_empty() {
             Ok(chosen)
         } else if chosen.is_empty() {
@@ -112,33 +132,48 @@ impl Allocator {
     /// shareable with the other holders, and in the requested pool if there is
     /// one (or was handed out from a pool of that name, which has changed since).
     fn keeps(&self, req: &Request, current: Option<&Allocation>, ip: &IpAddr) -> bool {
-        if self.share_conflict(ip, &req.service, req.sharing.as_ref()).is_some() {
+        if self
+            .share_conflict(ip, &req.service, req.sharing.as_ref())
+            .is_some()
+        {
             return false;
         }
         match &req.pool {
             None => true,
             Some(name) => {
                 current.is_some_and(|c| &c.pool == name)
-                    || self.by_name.get(name).is_some_and(|&i| self.pools[i].contains(ip))
+                    || self
+                        .by_name
+                        .get(name)
+                        .is_some_and(|&i| self.pools[i].contains(ip))
             }
         }
     }
 
     fn kept(&self, req: &Request, current: Option<&Allocation>, ip: IpAddr) -> Choice {
-        let holding = |name: &str| self.by_name.get(name).copied().filter(|&i| self.pools[i].contains(&ip));
+        let holding = |name: &str| {
+            self.by_name
+                .get(name)
+                .copied()
+                .filter(|&i| self.pools[i].contains(&ip))
+        };
         let pool = req
             .pool
             .as_deref()
             .and_then(holding)
             .or_else(|| current.and_then(|c| holding(&c.pool)))
             .or_else(|| {
-                self.pools
-                    .iter()
-                    .position(|p| p.contains(&ip) && p.pool.allows(&req.service, &req.labels).is_ok())
+                self.pools.iter().position(|p| {
+                    p.contains(&ip) && p.pool.allows(&req.service, &req.labels).is_ok()
+                })
             });
-        let label = match pool {
-            Some(i) => self.pools[i].name().to_string(),
-            None => current.map(|c| c.pool.clone()).unwrap_or_default(),
+        // With a requested pool the address is kept only as that pool's (see
+        // `keeps`), so it keeps that name even if the pool has changed since;
+        // naming another pool would make the next `assign` move it.
+        let label = match (&req.pool, pool) {
+            (Some(name), _) => name.clone(),
+            (None, Some(i)) => self.pools[i].name().to_string(),
+            (None, None) => current.map(|c| c.pool.clone()).unwrap_or_default(),
         };
         Choice {
             family: IpFamily::of(&ip),
@@ -159,16 +194,26 @@ impl Allocator {
                     pool: name.clone(),
                 });
             }
-            pool.check_address(ip).map_err(|d| AllocError::AddressNotAllowed {
-                address: *ip,
-                denials: vec![(name.clone(), d)],
-            })?;
+            pool.check_address(ip)
+                .map_err(|d| AllocError::AddressNotAllowed {
+                    address: *ip,
+                    denials: vec![(name.clone(), d)],
+                })?;
             i
         } else {
             let mut denials = Vec::new();
             let mut found = None;
-            for (i, p) in self.pools.iter().enumerate().filter(|(_, p)| p.contains(ip)) {
-                match p.pool.allows(&req.service, &req.labels).and_then(|()| p.check_address(ip)) {
+            for (i, p) in self
+                .pools
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.contains(ip))
+            {
+                match p
+                    .pool
+                    .allows(&req.service, &req.labels)
+                    .and_then(|()| p.check_address(ip))
+                {
                     Ok(()) => {
                         found = Some(i);
                         break;
@@ -178,11 +223,20 @@ impl Allocator {
             }
             match found {
                 Some(i) => i,
-                None if denials.is_empty() => return Err(AllocError::AddressNotInAnyPool { address: *ip }),
-                None => return Err(AllocError::AddressNotAllowed { address: *ip, denials }),
+                None if denials.is_empty() => {
+                    return Err(AllocError::AddressNotInAnyPool { address: *ip });
+                }
+                None => {
+                    return Err(AllocError::AddressNotAllowed {
+                        address: *ip,
+                        denials,
+                    });
+                }
             }
         };
-        if let Some((holder, conflict)) = self.share_conflict(ip, &req.service, req.sharing.as_ref()) {
+        if let Some((holder, conflict)) =
+            self.share_conflict(ip, &req.service, req.sharing.as_ref())
+        {
             return Err(AllocError::AddressInUse {
                 address: *ip,
                 holder,
@@ -193,7 +247,12 @@ impl Allocator {
     }
 
     fn requested_pool(&self, req: &Request, name: &str) -> Result<usize, AllocError> {
-        let &i = self.by_name.get(name).ok_or_else(|| AllocError::PoolNotFound { pool: name.to_string() })?;
+        let &i = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| AllocError::PoolNotFound {
+                pool: name.to_string(),
+            })?;
         self.pools[i]
             .pool
             .allows(&req.service, &req.labels)
@@ -235,9 +294,11 @@ impl Allocator {
         if req.sharing.is_none() {
             return pools;
         }
-        let (mut first, rest): (Vec<usize>, Vec<usize>) = pools
-            .into_iter()
-            .partition(|&p| families.iter().any(|&f| self.shared_candidate(req, p, f).is_some()));
+        let (mut first, rest): (Vec<usize>, Vec<usize>) = pools.into_iter().partition(|&p| {
+            families
+                .iter()
+                .any(|&f| self.shared_candidate(req, p, f).is_some())
+        });
         first.extend(rest);
         first
     }
@@ -251,7 +312,9 @@ impl Allocator {
             IpFamily::of(ip) == family
                 && pool.contains(ip)
                 && pool.check_address(ip).is_ok()
-                && self.share_conflict(ip, &req.service, Some(sharing)).is_none()
+                && self
+                    .share_conflict(ip, &req.service, Some(sharing))
+                    .is_none()
         })
     }
 
@@ -273,20 +336,21 @@ impl Allocator {
         }
     }
 
-    /// Every family from scratch: from one pool if any can give them all.
+    /// Every family from scratch: from one pool if any can give them all,
+    /// else the primary from the first pool that can give it and the other
+    /// family as [`Self::complete`] finds it.
     fn fresh(&mut self, req: &Request, families: &[IpFamily]) -> Result<Vec<Choice>, AllocError> {
         let order = self.candidates(req)?;
         let order = self.sharing_first(req, order, families);
-        let mut gaps: Vec<(String, Vec<IpFamily>)> = Vec::with_capacity(order.len());
         for &p in &order {
-            let picks: Vec<(IpFamily, Option<IpAddr>)> = families.iter().map(|&f| (f, self.pick(req, p, f))).collect();
-            let lacking: Vec<IpFamily> = picks.iter().filter(|(_, ip)| ip.is_none()).map(|(f, _)| *f).collect();
-            if lacking.is_empty() {
+            let picks: Vec<Option<IpAddr>> =
+                families.iter().map(|&f| self.pick(req, p, f)).collect();
+            if picks.iter().all(Option::is_some) {
                 let label = self.pools[p].name().to_string();
-                return Ok(picks
-                    .into_iter()
-                    .filter_map(|(family, ip)| ip.map(|ip| (family, ip)))
-                    .map(|(family, ip)| Choice {
+                return Ok(families
+                    .iter()
+                    .zip(picks.into_iter().flatten())
+                    .map(|(&family, ip)| Choice {
                         family,
                         ip,
                         label: label.clone(),
@@ -294,24 +358,17 @@ impl Allocator {
                     })
                     .collect());
             }
-            gaps.push((self.pools[p].name().to_string(), lacking));
         }
         let primary = families[0];
-        if families.len() == 1 || gaps.iter().all(|(_, lacking)| lacking.contains(&primary)) {
-            return Err(self.family_error(primary, &order));
-        }
-        if req.require_all {
-            return Err(AllocError::DualStackUnavailable { pools: gaps });
-        }
-        // PreferDualStack: the primary family alone.
         for &p in &order {
             if let Some(ip) = self.pick(req, p, primary) {
-                return Ok(vec![Choice {
+                let chosen = vec![Choice {
                     family: primary,
                     ip,
                     label: self.pools[p].name().to_string(),
                     pool: Some(p),
-                }]);
+                }];
+                return self.complete(req, families, chosen, families[1..].to_vec());
             }
         }
         Err(self.family_error(primary, &order))
@@ -336,7 +393,12 @@ impl Allocator {
             }
         }
         let candidates = self.candidates(req);
-        let rest: Vec<usize> = candidates.iter().flatten().copied().filter(|p| !order.contains(p)).collect();
+        let rest: Vec<usize> = candidates
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|p| !order.contains(p))
+            .collect();
         order.extend(self.sharing_first(req, rest, &missing));
 
         for family in missing {
@@ -356,11 +418,18 @@ impl Allocator {
                     pool: Some(p),
                 }),
                 None if !is_primary && !req.require_all => {}
-                None if order.is_empty() => return Err(candidates.err().unwrap_or(AllocError::NoPoolForService { denials: vec![] })),
+                None if order.is_empty() => {
+                    return Err(candidates
+                        .err()
+                        .unwrap_or(AllocError::NoPoolForService { denials: vec![] }));
+                }
                 None if is_primary => return Err(self.family_error(family, &order)),
                 None => {
-                    let pools = order.iter().map(|&p| (self.pools[p].name().to_string(), vec![family])).collect();
-                    return Err(AllocError::DualStackUnavailable { pools });
+                    let pools = order
+                        .iter()
+                        .map(|&p| self.pools[p].name().to_string())
+                        .collect();
+                    return Err(AllocError::DualStackUnavailable { family, pools });
                 }
             }
         }
@@ -378,7 +447,10 @@ impl Allocator {
         if with_family.is_empty() {
             AllocError::NoPoolWithFamily {
                 family,
-                pools: pools.iter().map(|&p| self.pools[p].name().to_string()).collect(),
+                pools: pools
+                    .iter()
+                    .map(|&p| self.pools[p].name().to_string())
+                    .collect(),
             }
         } else {
             AllocError::Exhausted {

@@ -54,9 +54,14 @@ pub enum ShareConflict {
     NoSharingKey,
     /// The holder has no sharing key.
     HolderHasNoSharingKey,
-    DifferentKey { ours: String, theirs: String },
+    DifferentKey {
+        ours: String,
+        theirs: String,
+    },
     /// Both Services use these (protocol, port) pairs.
-    PortsOverlap { ports: Vec<(Protocol, u16)> },
+    PortsOverlap {
+        ports: Vec<(Protocol, u16)>,
+    },
     DifferentBackend,
 }
 
@@ -109,7 +114,9 @@ pub enum AllocError {
         wanted: Vec<IpFamily>,
     },
 
-    #[error("requested address {address} is not in any IPPool; add it to a pool or ask for an address from one")]
+    #[error(
+        "requested address {address} is not in any IPPool; add it to a pool or ask for an address from one"
+    )]
     AddressNotInAnyPool { address: IpAddr },
 
     #[error("requested address {address} cannot be given to this Service: {}", list_denials(.denials))]
@@ -119,10 +126,14 @@ pub enum AllocError {
         denials: Vec<(String, Denial)>,
     },
 
-    #[error("requested address {address} is not in the requested pool {pool}; ask for an address from that pool or drop one of the two requests")]
+    #[error(
+        "requested address {address} is not in the requested pool {pool}; ask for an address from that pool or drop one of the two requests"
+    )]
     AddressNotInRequestedPool { address: IpAddr, pool: String },
 
-    #[error("address {address} is already used by Service {holder} and cannot be shared: {conflict}")]
+    #[error(
+        "address {address} is already used by Service {holder} and cannot be shared: {conflict}"
+    )]
     AddressInUse {
         address: IpAddr,
         holder: ServiceKey,
@@ -156,15 +167,18 @@ pub enum AllocError {
         .pools.join(", "),
         if .pools.len() == 1 { "it" } else { "one of them" }
     )]
-    Exhausted { family: IpFamily, pools: Vec<String> },
+    Exhausted {
+        family: IpFamily,
+        pools: Vec<String>,
+    },
 
     #[error(
-        "the Service requires dual-stack (RequireDualStack) but no pool it may use can give it both families: {}",
-        missing(.pools)
+        "the Service requires dual-stack (RequireDualStack) but no pool it may use can give it an {family} address (pools tried: {}); add {family} addresses to one of them or free some",
+        .pools.join(", ")
     )]
     DualStackUnavailable {
-        /// Each pool tried, with the families it could not give.
-        pools: Vec<(String, Vec<IpFamily>)>,
+        family: IpFamily,
+        pools: Vec<String>,
     },
 }
 
@@ -200,7 +214,10 @@ fn list_families(f: &[IpFamily]) -> String {
 }
 
 fn list_denials(d: &[(String, Denial)]) -> String {
-    let v: Vec<String> = d.iter().map(|(p, why)| format!("pool {p}: {why}")).collect();
+    let v: Vec<String> = d
+        .iter()
+        .map(|(p, why)| format!("pool {p}: {why}"))
+        .collect();
     v.join("; ")
 }
 
@@ -213,15 +230,4 @@ fn no_pool(d: &[(String, Denial)]) -> String {
             list_denials(d)
         )
     }
-}
-
-fn missing(pools: &[(String, Vec<IpFamily>)]) -> String {
-    let v: Vec<String> = pools
-        .iter()
-        .map(|(p, fams)| {
-            let f: Vec<String> = fams.iter().map(|f| format!("{f}")).collect();
-            format!("pool {p} has no free {} address", f.join(" or "))
-        })
-        .collect();
-    v.join("; ")
 }

@@ -41,7 +41,12 @@ impl FreeSet {
             }
             current = match current {
                 // No allowed address between the two: one interval.
-                Some((cs, ce)) if ce.checked_add(1).and_then(|n| set.ceil(n)).is_none_or(|n| n >= s) => {
+                Some((cs, ce))
+                    if ce
+                        .checked_add(1)
+                        .and_then(|n| set.ceil(n))
+                        .is_none_or(|n| n >= s) =>
+                {
                     Some((cs, ce.max(e)))
                 }
                 Some(done) => {
@@ -135,10 +140,10 @@ impl FreeSet {
                 self.spans.insert(s, left_end);
             }
         }
-        if v < e {
-            if let Some(right_start) = self.ceil(v + 1) {
-                self.spans.insert(right_start, e);
-            }
+        if v < e
+            && let Some(right_start) = self.ceil(v + 1)
+        {
+            self.spans.insert(right_start, e);
         }
         self.count = self.count.saturating_sub(1);
         true
@@ -153,18 +158,17 @@ impl FreeSet {
         let (mut start, mut end) = (v, v);
         if let Some((&ls, &le)) = self.spans.range(..v).next_back() {
             // `le < v` because `v` is not in the set.
-            if self.ceil(le + 1) == Some(v) {
+            if le + 1 == v {
                 self.spans.remove(&ls);
                 start = ls;
             }
         }
-        if let Some(next) = v.checked_add(1) {
-            if let Some((&rs, &re)) = self.spans.range(next..).next() {
-                if self.ceil(next) == Some(rs) {
-                    self.spans.remove(&rs);
-                    end = re;
-                }
-            }
+        if let Some(next) = v.checked_add(1)
+            && let Some((&rs, &re)) = self.spans.range(next..).next()
+            && self.ceil(next) == Some(rs)
+        {
+            self.spans.remove(&rs);
+            end = re;
         }
         self.spans.insert(start, end);
         self.count = self.count.saturating_add(1);
@@ -192,13 +196,20 @@ mod tests {
 
     /// The set's members, enumerated (for small sets only).
     fn members(set: &FreeSet) -> Vec<u128> {
-        set.spans.iter().flat_map(|(&s, &e)| s..=e).filter(|&v| set.allowed(v)).collect()
+        set.spans
+            .iter()
+            .flat_map(|(&s, &e)| s..=e)
+            .filter(|&v| set.allowed(v))
+            .collect()
     }
 
     #[test]
     fn plain_set_takes_and_gives_back() {
         let mut set = FreeSet::new(false, &[(10, 19)]);
-        assert_eq!((set.first(), set.count(), set.span_len()), (Some(10), 10, 1));
+        assert_eq!(
+            (set.first(), set.count(), set.span_len()),
+            (Some(10), 10, 1)
+        );
         assert!(set.remove(10));
         assert!(!set.remove(10));
         assert!(set.remove(15));
@@ -207,7 +218,10 @@ mod tests {
         assert!(!set.insert(12), "already free");
         assert!(set.insert(15));
         assert!(set.insert(10));
-        assert_eq!((set.first(), set.count(), set.span_len()), (Some(10), 10, 1));
+        assert_eq!(
+            (set.first(), set.count(), set.span_len()),
+            (Some(10), 10, 1)
+        );
         assert!(!set.remove(25), "never in the set");
     }
 
@@ -234,7 +248,9 @@ mod tests {
     fn skip_buggy_never_holds_dot_zero_or_dot_255() {
         // 10.0.0.250 - 10.0.1.5
         let mut set = FreeSet::new(true, &[(NET + 250, NET + 256 + 5)]);
-        let want: Vec<u128> = (NET + 250..=NET + 254).chain(NET + 257..=NET + 261).collect();
+        let want: Vec<u128> = (NET + 250..=NET + 254)
+            .chain(NET + 257..=NET + 261)
+            .collect();
         assert_eq!(members(&set), want);
         assert_eq!((set.count(), set.span_len()), (10, 1));
         assert!(!set.contains(NET + 255) && !set.contains(NET + 256));
@@ -242,9 +258,17 @@ mod tests {
         assert!(!set.insert(NET + 256));
         // Taking the last address before the gap leaves the gap out of both halves.
         assert!(set.remove(NET + 254));
-        assert_eq!(set.spans.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(), vec![(NET + 250, NET + 253), (NET + 257, NET + 261)]);
+        assert_eq!(
+            set.spans.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(),
+            vec![(NET + 250, NET + 253), (NET + 257, NET + 261)]
+        );
         // Giving it back joins across the gap again.
         assert!(set.insert(NET + 254));
+        assert_eq!((set.count(), set.span_len()), (10, 1));
+        // The same from the other side of the gap.
+        assert!(set.remove(NET + 257));
+        assert_eq!(set.span_len(), 2);
+        assert!(set.insert(NET + 257));
         assert_eq!((set.count(), set.span_len()), (10, 1));
     }
 

@@ -17,10 +17,15 @@
 //!    Service with a sharing key first looks for an address already shared
 //!    under that key that it may join, before taking a fresh one.
 //! 4. Both families of a dual-stack Service come from one pool when any pool can
-//!    give both. When none can, PreferDualStack gets the primary family alone
-//!    and RequireDualStack fails. A family added to a Service that keeps an
-//!    address (or names one) comes from that address's pool if it can, else
-//!    from the other pools in order.
+//!    give both. When none can, the primary family comes from the first pool
+//!    that can give it and the other family from that pool if it can, else from
+//!    the next pool in order that can; [`Allocation::pool`] names the primary's
+//!    pool. If no pool can give the second family, PreferDualStack gets the
+//!    primary family alone and RequireDualStack fails. The same goes for a
+//!    family added to a Service that keeps an address (or names one): from
+//!    that address's pool first. So `assign` is idempotent: repeating a
+//!    request whose answer was one family gives that answer again until a pool
+//!    can give the other family.
 //!
 //! # Cost
 //!
@@ -39,13 +44,17 @@ mod selector;
 mod state;
 
 #[cfg(test)]
-mod testutil;
-#[cfg(test)]
 mod tests_assign;
+#[cfg(test)]
+mod tests_dual_stack;
 #[cfg(test)]
 mod tests_props;
 #[cfg(test)]
+mod tests_scale;
+#[cfg(test)]
 mod tests_sharing;
+#[cfg(test)]
+mod testutil;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -32,7 +32,11 @@ pub struct Pool {
 
 impl Pool {
     /// Whether the pool's namespace and selector rules let this Service use it.
-    pub fn allows(&self, service: &ServiceKey, labels: &BTreeMap<String, String>) -> Result<(), Denial> {
+    pub fn allows(
+        &self,
+        service: &ServiceKey,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), Denial> {
         if !self.namespaces.is_empty() && !self.namespaces.contains(&service.namespace) {
             return Err(Denial::Namespace {
                 namespace: service.namespace.clone(),
@@ -70,7 +74,9 @@ pub fn pool_from_spec(name: &str, spec: &IPPoolSpec) -> Result<Pool, Vec<String>
     let allocation = spec.service_allocation.clone().unwrap_or_default();
     for (i, ns) in allocation.namespaces.iter().enumerate() {
         if ns.trim().is_empty() {
-            problems.push(format!("spec.serviceAllocation.namespaces[{i}]: empty namespace name"));
+            problems.push(format!(
+                "spec.serviceAllocation.namespaces[{i}]: empty namespace name"
+            ));
         }
     }
     let mut service_selectors = Vec::new();
@@ -235,7 +241,10 @@ mod tests {
         assert_eq!(pool.ranges.len(), 2);
         assert_eq!(pool.ranges[1].family(), IpFamily::V6);
         assert!(!pool.auto_assign && pool.avoid_buggy_ips);
-        assert_eq!((pool.priority, pool.namespaces.clone()), (Some(3), vec!["web".to_string()]));
+        assert_eq!(
+            (pool.priority, pool.namespaces.clone()),
+            (Some(3), vec!["web".to_string()])
+        );
         assert_eq!(pool.service_selectors, vec![Selector::default()]);
     }
 
@@ -287,11 +296,20 @@ mod tests {
             priority: None,
         };
         let app = |v: &str| BTreeMap::from([("app".to_string(), v.to_string())]);
-        assert_eq!(pool.allows(&ServiceKey::new("prod", "s"), &app("web")), Ok(()));
-        assert_eq!(pool.allows(&ServiceKey::new("prod", "s"), &app("db")), Err(Denial::Selectors));
+        assert_eq!(
+            pool.allows(&ServiceKey::new("prod", "s"), &app("web")),
+            Ok(())
+        );
+        assert_eq!(
+            pool.allows(&ServiceKey::new("prod", "s"), &app("db")),
+            Err(Denial::Selectors)
+        );
         assert_eq!(
             pool.allows(&ServiceKey::new("dev", "s"), &app("web")),
-            Err(Denial::Namespace { namespace: "dev".into(), allowed: vec!["prod".into()] })
+            Err(Denial::Namespace {
+                namespace: "dev".into(),
+                allowed: vec!["prod".into()]
+            })
         );
     }
 }

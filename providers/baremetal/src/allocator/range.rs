@@ -248,11 +248,20 @@ mod tests {
             ("fd00::1-fd00::9", "fd00::1", "fd00::9", 9),
             ("fd00::1 -fd00::9", "fd00::1", "fd00::9", 9),
             ("fd00::/128", "fd00::", "fd00::", 1),
-            ("::/0", "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", u128::MAX),
+            (
+                "::/0",
+                "::",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                u128::MAX,
+            ),
         ];
         for &(input, start, end, len) in cases {
             let r = AddrRange::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
-            assert_eq!((r.start(), r.end(), r.len()), (ip(start), ip(end), len), "{input}");
+            assert_eq!(
+                (r.start(), r.end(), r.len()),
+                (ip(start), ip(end), len),
+                "{input}"
+            );
             assert_eq!(r.family(), IpFamily::of(&ip(start)), "{input}");
         }
     }
@@ -260,17 +269,32 @@ mod tests {
     #[test]
     fn rejects_bad_entries_with_a_reason() {
         let cases: &[(&str, &str)] = &[
-            ("10.0.0.9-10.0.0.1", "\"10.0.0.9-10.0.0.1\": range start is after its end"),
+            (
+                "10.0.0.9-10.0.0.1",
+                "\"10.0.0.9-10.0.0.1\": range start is after its end",
+            ),
             ("fd00::9-fd00::1", "range start is after its end"),
             ("10.0.0.1-fd00::1", "range mixes IPv4 and IPv6"),
-            ("10.0.0.0/33", "prefix length 33 is too long for IPv4 (at most 32)"),
-            ("fd00::/129", "prefix length 129 is too long for IPv6 (at most 128)"),
+            (
+                "10.0.0.0/33",
+                "prefix length 33 is too long for IPv4 (at most 32)",
+            ),
+            (
+                "fd00::/129",
+                "prefix length 129 is too long for IPv6 (at most 128)",
+            ),
             ("10.0.0.0/x", "prefix length \"x\" is not a number"),
             ("10.0.0.0/", "prefix length \"\" is not a number"),
-            ("10.0.0/24", "network address \"10.0.0\" is not an IPv4 or IPv6 address"),
+            (
+                "10.0.0/24",
+                "network address \"10.0.0\" is not an IPv4 or IPv6 address",
+            ),
             ("10.0.0.1-", "range end is missing"),
             ("-10.0.0.1", "range start is missing"),
-            ("10.0.0.1-10.0.0.300", "range end \"10.0.0.300\" is not an IPv4"),
+            (
+                "10.0.0.1-10.0.0.300",
+                "range end \"10.0.0.300\" is not an IPv4",
+            ),
             ("pool-a", "range start \"pool\" is not an IPv4"),
             ("hello", "not a CIDR (10.0.0.0/24), a range"),
             ("", "empty entry"),
@@ -299,7 +323,15 @@ mod tests {
     fn range_set_merges_and_answers_membership() {
         let set = RangeSet::new(vec![(10, 20), (0, 3), (4, 5), (15, 30), (40, 40)]);
         assert_eq!(set.spans(), &[(0, 5), (10, 30), (40, 40)]);
-        for (v, inside) in [(0, true), (5, true), (6, false), (9, false), (30, true), (40, true), (41, false)] {
+        for (v, inside) in [
+            (0, true),
+            (5, true),
+            (6, false),
+            (9, false),
+            (30, true),
+            (40, true),
+            (41, false),
+        ] {
             assert_eq!(set.contains(v), inside, "{v}");
         }
         let full = RangeSet::new(vec![(0, u128::MAX), (5, 6)]);

@@ -45,10 +45,7 @@ impl Selector {
                     ));
                 }
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(format!(
-                        "{at}: operator {} takes no values",
-                        r.operator
-                    ));
+                    return Err(format!("{at}: operator {} takes no values", r.operator));
                 }
                 "In" => Requirement::In(r.key.clone(), values),
                 "NotIn" => Requirement::NotIn(r.key.clone(), values),
@@ -87,7 +84,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
@@ -112,13 +112,41 @@ mod tests {
         let db = labels(&[("app", "db")]);
         let none = labels(&[]);
         let cases: Vec<(&str, Selector, [bool; 3])> = vec![
-            ("empty selects all", selector(&[], vec![]), [true, true, true]),
-            ("matchLabels", selector(&[("app", "web")], vec![]), [true, false, false]),
-            ("two matchLabels", selector(&[("app", "web"), ("tier", "back")], vec![]), [false, false, false]),
-            ("In", selector(&[], vec![expr("app", "In", &["web", "db"])]), [true, true, false]),
-            ("NotIn matches absent", selector(&[], vec![expr("app", "NotIn", &["web"])]), [false, true, true]),
-            ("Exists", selector(&[], vec![expr("tier", "Exists", &[])]), [true, false, false]),
-            ("DoesNotExist", selector(&[], vec![expr("tier", "DoesNotExist", &[])]), [false, true, true]),
+            (
+                "empty selects all",
+                selector(&[], vec![]),
+                [true, true, true],
+            ),
+            (
+                "matchLabels",
+                selector(&[("app", "web")], vec![]),
+                [true, false, false],
+            ),
+            (
+                "two matchLabels",
+                selector(&[("app", "web"), ("tier", "back")], vec![]),
+                [false, false, false],
+            ),
+            (
+                "In",
+                selector(&[], vec![expr("app", "In", &["web", "db"])]),
+                [true, true, false],
+            ),
+            (
+                "NotIn matches absent",
+                selector(&[], vec![expr("app", "NotIn", &["web"])]),
+                [false, true, true],
+            ),
+            (
+                "Exists",
+                selector(&[], vec![expr("tier", "Exists", &[])]),
+                [true, false, false],
+            ),
+            (
+                "DoesNotExist",
+                selector(&[], vec![expr("tier", "DoesNotExist", &[])]),
+                [false, true, true],
+            ),
             (
                 "labels and expressions together",
                 selector(&[("app", "db")], vec![expr("tier", "DoesNotExist", &[])]),
@@ -135,23 +163,38 @@ mod tests {
     fn rejects_malformed_selectors() {
         let cases: Vec<(LabelSelector, &str)> = vec![
             (
-                LabelSelector { match_expressions: Some(vec![expr("a", "Equals", &["x"])]), ..Default::default() },
+                LabelSelector {
+                    match_expressions: Some(vec![expr("a", "Equals", &["x"])]),
+                    ..Default::default()
+                },
                 "matchExpressions[0]: operator \"Equals\" is not one of In, NotIn, Exists, DoesNotExist",
             ),
             (
-                LabelSelector { match_expressions: Some(vec![expr("a", "Exists", &[]), expr("b", "In", &[])]), ..Default::default() },
+                LabelSelector {
+                    match_expressions: Some(vec![expr("a", "Exists", &[]), expr("b", "In", &[])]),
+                    ..Default::default()
+                },
                 "matchExpressions[1]: operator In needs at least one value",
             ),
             (
-                LabelSelector { match_expressions: Some(vec![expr("a", "DoesNotExist", &["x"])]), ..Default::default() },
+                LabelSelector {
+                    match_expressions: Some(vec![expr("a", "DoesNotExist", &["x"])]),
+                    ..Default::default()
+                },
                 "matchExpressions[0]: operator DoesNotExist takes no values",
             ),
             (
-                LabelSelector { match_expressions: Some(vec![expr("", "Exists", &[])]), ..Default::default() },
+                LabelSelector {
+                    match_expressions: Some(vec![expr("", "Exists", &[])]),
+                    ..Default::default()
+                },
                 "matchExpressions[0]: key is empty",
             ),
             (
-                LabelSelector { match_labels: Some(labels(&[("", "x")])), ..Default::default() },
+                LabelSelector {
+                    match_labels: Some(labels(&[("", "x")])),
+                    ..Default::default()
+                },
                 "matchLabels: a label key is empty",
             ),
         ];

@@ -60,7 +60,12 @@ impl Allocator {
         }
         kept.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         self.pools = kept.into_iter().map(PoolState::new).collect();
-        self.by_name = self.pools.iter().enumerate().map(|(i, p)| (p.name().to_string(), i)).collect();
+        self.by_name = self
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name().to_string(), i))
+            .collect();
         for pool in &mut self.pools {
             for family in [IpFamily::V4, IpFamily::V6] {
                 for &(s, e) in pool.ranges(family).spans().to_vec().iter() {
@@ -71,7 +76,10 @@ impl Allocator {
                 }
             }
             if pool.ranges(IpFamily::V4).is_empty() && pool.ranges(IpFamily::V6).is_empty() {
-                problems.entry(pool.name().to_string()).or_default().push("the pool has no addresses".into());
+                problems
+                    .entry(pool.name().to_string())
+                    .or_default()
+                    .push("the pool has no addresses".into());
             }
         }
         for (pool, message) in self.overlaps() {
@@ -86,7 +94,12 @@ impl Allocator {
         let mut spans: Vec<(IpFamily, u128, u128, usize)> = Vec::new();
         for (i, pool) in self.pools.iter().enumerate() {
             for family in [IpFamily::V4, IpFamily::V6] {
-                spans.extend(pool.ranges(family).spans().iter().map(|&(s, e)| (family, s, e, i)));
+                spans.extend(
+                    pool.ranges(family)
+                        .spans()
+                        .iter()
+                        .map(|&(s, e)| (family, s, e, i)),
+                );
             }
         }
         spans.sort_unstable();
@@ -101,8 +114,14 @@ impl Allocator {
                 }
                 let at = Span(family, os.max(s), oe.min(e));
                 let (name_a, name_b) = (self.pools[a].name(), self.pools[b].name());
-                found.push((name_a.to_string(), format!("overlaps pool {name_b} at {at}")));
-                found.push((name_b.to_string(), format!("overlaps pool {name_a} at {at}")));
+                found.push((
+                    name_a.to_string(),
+                    format!("overlaps pool {name_b} at {at}"),
+                ));
+                found.push((
+                    name_b.to_string(),
+                    format!("overlaps pool {name_a} at {at}"),
+                ));
             }
         }
         found
@@ -113,18 +132,33 @@ impl Allocator {
     /// are, without checking pools or autoAssign; this fails only if an address
     /// is held by another Service in a way sharing does not allow, and then
     /// nothing is recorded. Restoring no address just releases the Service.
-    pub fn restore(&mut self, req: &Request, addresses: &[IpAddr]) -> Result<Allocation, AllocError> {
+    pub fn restore(
+        &mut self,
+        req: &Request,
+        addresses: &[IpAddr],
+    ) -> Result<Allocation, AllocError> {
         let mut addresses: Vec<IpAddr> = addresses.iter().fold(Vec::new(), |mut v, ip| {
             if !v.contains(ip) {
                 v.push(*ip);
             }
             v
         });
-        let rank = |ip: &IpAddr| req.families.iter().position(|f| *f == IpFamily::of(ip)).unwrap_or(usize::MAX);
+        let rank = |ip: &IpAddr| {
+            req.families
+                .iter()
+                .position(|f| *f == IpFamily::of(ip))
+                .unwrap_or(usize::MAX)
+        };
         addresses.sort_by_key(rank);
         for ip in &addresses {
-            if let Some((holder, conflict)) = self.share_conflict(ip, &req.service, req.sharing.as_ref()) {
-                return Err(AllocError::AddressInUse { address: *ip, holder, conflict });
+            if let Some((holder, conflict)) =
+                self.share_conflict(ip, &req.service, req.sharing.as_ref())
+            {
+                return Err(AllocError::AddressInUse {
+                    address: *ip,
+                    holder,
+                    conflict,
+                });
             }
         }
         let pool = match addresses.first() {
@@ -144,7 +178,10 @@ impl Allocator {
     /// else the first that holds it, else none ("").
     fn pool_for_restored(&self, req: &Request, ip: &IpAddr) -> String {
         let holding = || self.pools.iter().filter(|p| p.contains(ip));
-        let requested = req.pool.as_deref().and_then(|name| holding().find(|p| p.name() == name));
+        let requested = req
+            .pool
+            .as_deref()
+            .and_then(|name| holding().find(|p| p.name() == name));
         requested
             .or_else(|| holding().find(|p| p.pool.allows(&req.service, &req.labels).is_ok()))
             .or_else(|| holding().next())
@@ -182,15 +219,29 @@ impl Allocator {
 
     /// Who holds an address (for messages and tests).
     pub fn holders(&self, ip: &IpAddr) -> Vec<ServiceKey> {
-        self.holders.get(ip).map(|h| h.iter().cloned().collect()).unwrap_or_default()
+        self.holders
+            .get(ip)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Makes `allocation` the Service's, which must hold nothing now.
-    pub(crate) fn record(&mut self, service: &ServiceKey, allocation: Allocation, sharing: Option<Sharing>) {
+    pub(crate) fn record(
+        &mut self,
+        service: &ServiceKey,
+        allocation: Allocation,
+        sharing: Option<Sharing>,
+    ) {
         for ip in &allocation.addresses {
             self.hold(ip, service, sharing.as_ref());
         }
-        self.services.insert(service.clone(), Held { allocation, sharing });
+        self.services.insert(
+            service.clone(),
+            Held {
+                allocation,
+                sharing,
+            },
+        );
     }
 
     fn hold(&mut self, ip: &IpAddr, service: &ServiceKey, sharing: Option<&Sharing>) {
@@ -203,7 +254,10 @@ impl Allocator {
             }
         }
         if let Some(sharing) = sharing {
-            self.shared.entry(sharing.key.clone()).or_default().insert(*ip);
+            self.shared
+                .entry(sharing.key.clone())
+                .or_default()
+                .insert(*ip);
         }
     }
 
@@ -220,12 +274,12 @@ impl Allocator {
         for pool in self.pools.iter_mut().filter(|p| p.contains(ip)) {
             pool.mark_free(ip);
         }
-        if let Some(sharing) = sharing {
-            if let Some(set) = self.shared.get_mut(&sharing.key) {
-                set.remove(ip);
-                if set.is_empty() {
-                    self.shared.remove(&sharing.key);
-                }
+        if let Some(sharing) = sharing
+            && let Some(set) = self.shared.get_mut(&sharing.key)
+        {
+            set.remove(ip);
+            if set.is_empty() {
+                self.shared.remove(&sharing.key);
             }
         }
     }
@@ -274,7 +328,12 @@ fn sharing_conflict(ours: Option<&Sharing>, theirs: Option<&Sharing>) -> Option<
         return Some(ShareConflict::DifferentBackend);
     }
     let theirs_ports: BTreeSet<_> = theirs.ports.iter().collect();
-    let overlap: BTreeSet<_> = ours.ports.iter().filter(|p| theirs_ports.contains(p)).copied().collect();
+    let overlap: BTreeSet<_> = ours
+        .ports
+        .iter()
+        .filter(|p| theirs_ports.contains(p))
+        .copied()
+        .collect();
     if !overlap.is_empty() {
         return Some(ShareConflict::PortsOverlap {
             ports: overlap.into_iter().collect(),

@@ -20,7 +20,10 @@ pub(super) fn key(ns: &str, name: &str) -> ServiceKey {
 pub(super) fn pool(name: &str, ranges: &[&str]) -> Pool {
     Pool {
         name: name.into(),
-        ranges: ranges.iter().map(|r| AddrRange::parse(r).unwrap()).collect(),
+        ranges: ranges
+            .iter()
+            .map(|r| AddrRange::parse(r).unwrap())
+            .collect(),
         auto_assign: true,
         avoid_buggy_ips: false,
         namespaces: vec![],
