@@ -11,5 +11,10 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 # The e2e tests run the real binary.
 cargo build --locked -p ferrolb
 # Each e2e test starts its own apiserver and etcd; two at a time suit 2 cores.
-cargo test --locked --workspace -- --test-threads "${FERROLB_TEST_THREADS:-2}"
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+cargo test --locked --workspace -- --test-threads "${FERROLB_TEST_THREADS:-2}" 2>&1 | tee "$results"
+# The README's quickstart must keep working too.
 FERROLB_QUICKSTART_EXIT=1 e2e/scripts/quickstart.sh
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

@@ -244,13 +244,39 @@ async fn unsatisfiable_requests_warn_and_stay_pending() -> Result<()> {
             .await?;
         assert!(note.contains("missing"), "{note}");
 
+        // A pool kept for another namespace says so.
+        env.create_pool("elsewhere", &["198.51.100.0/30"], |s| {
+            s.service_allocation = Some(ferrolb_baremetal::crd::ServiceAllocation {
+                namespaces: vec!["prod".into()],
+                ..Default::default()
+            })
+        })
+        .await?;
+        env.create_service("not-allowed", |s| {
+            s.metadata.annotations = annotations(&[("ferrolb.io/pool", "elsewhere")]);
+        })
+        .await?;
+        let note = env
+            .wait_event("not-allowed", "SyncLoadBalancerFailed")
+            .await?;
+        assert!(
+            note.contains("elsewhere") && note.contains("namespace"),
+            "{note}"
+        );
+
         env.create_service("first", |_| {}).await?;
         assert_eq!(env.wait_ingress("first", 1).await?, ["192.0.2.1"]);
         env.create_service("second", |_| {}).await?;
         let note = env.wait_event("second", "SyncLoadBalancerFailed").await?;
         assert!(note.contains("tiny"), "names the exhausted pool: {note}");
 
-        for name in ["outside", "wrong-family", "no-such-pool", "second"] {
+        for name in [
+            "outside",
+            "wrong-family",
+            "no-such-pool",
+            "not-allowed",
+            "second",
+        ] {
             let svc = env.services().get(name).await?;
             assert!(ingress_ips(&svc).is_empty(), "{name} must stay pending");
         }
@@ -442,6 +468,40 @@ async fn default_class_serves_unclassed_services_until_it_is_no_longer_default()
             ["192.0.2.0"],
             "the address was freed"
         );
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_readiness_and_metrics() -> Result<()> {
+    let env = Env::start().await?;
+    env.create_pool("default", &["192.0.2.0/29"], |_| {})
+        .await?;
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let ctl = env.controller(&["--metrics-addr", &addr])?;
+    let check = async {
+        wait_for("/readyz to answer 200", common::WAIT, || async {
+            Ok(common::http_get(port, "/readyz")
+                .await
+                .ok()
+                .filter(|(c, _)| *c == 200))
+        })
+        .await?;
+        assert_eq!(common::http_get(port, "/healthz").await?.0, 200);
+        env.create_service("web", |_| {}).await?;
+        env.wait_ingress("web", 1).await?;
+        let (code, body) = common::http_get(port, "/metrics").await?;
+        assert_eq!(code, 200);
+        for want in [
+            "ferrolb_reconciles_total{outcome=\"success\"}",
+            "ferrolb_provider_calls_total{provider=\"baremetal\",operation=\"ensure\",outcome=\"success\"}",
+            "ferrolb_reconcile_duration_seconds_bucket",
+            "ferrolb_leader 1",
+        ] {
+            assert!(body.contains(want), "/metrics lacks {want}:\n{body}");
+        }
         Ok(())
     };
     check.await.with_log(&ctl)

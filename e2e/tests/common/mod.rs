@@ -40,13 +40,10 @@ impl Env {
 
     /// `ferrolb controller` with the bare-metal provider and no leader election.
     pub fn controller(&self, extra: &[&str]) -> Result<FerrolbProcess> {
-        let mut args = vec![
-            "controller",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--log",
-            "info,ferrolb=debug",
-        ];
+        let mut args = vec!["controller", "--log", "info,ferrolb=debug"];
+        if !extra.iter().any(|a| a.starts_with("--metrics-addr")) {
+            args.extend(["--metrics-addr", "127.0.0.1:0"]);
+        }
         if !extra.iter().any(|a| a.starts_with("--leader-election")) {
             args.push("--leader-election=false");
         }
@@ -224,4 +221,33 @@ impl<T> WithLog<T> for Result<T> {
             ))
         })
     }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
+/// A plain HTTP/1.0 GET on 127.0.0.1: (status code, body).
+pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await?;
+    let mut raw = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut raw)).await??;
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status line")?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
 }

@@ -158,7 +158,7 @@ impl FreeSet {
         let (mut start, mut end) = (v, v);
         if let Some((&ls, &le)) = self.spans.range(..v).next_back() {
             // `le < v` because `v` is not in the set.
-            if le + 1 == v {
+            if self.ceil(le + 1) == Some(v) {
                 self.spans.remove(&ls);
                 start = ls;
             }
