@@ -169,30 +169,14 @@ async fn lead(
         Api::<EndpointSlice>::all(client.clone()),
         trigger_tx.clone(),
     ));
-    tokio::time::timeout(Duration::from_secs(120), cache.wait_synced())
-        .await
-        .context("listing Nodes and EndpointSlices took over 120s")?;
-
-    // Rebuild the provider's state from what Services already show before
-    // anything new is handed out, so a restart never moves an address.
-    let owned: Vec<OwnedService> = list_all(&services)
-        .await
-        .context("listing Services")?
-        .iter()
-        .filter(|s| config.is_ours(s) && s.finalizers().iter().any(|f| f == FINALIZER))
-        .filter_map(|s| {
-            let ingress = published_ingress(s);
-            (!ingress.is_empty()).then(|| OwnedService {
-                intent: restore_intent(s, &cache),
-                ingress,
-            })
-        })
-        .collect();
-    info!(services = owned.len(), "restoring provider state");
-    provider
-        .restore(owned)
-        .await
-        .context("restoring provider state")?;
+    let setup = prepare(&services, &cache, &config, provider.as_ref());
+    tokio::select! {
+        r = setup => r?,
+        _ = shutdown.wait_for(|v| *v) => {
+            info!("stopped before the controller started");
+            return Ok(());
+        }
+    }
 
     let ctx = Arc::new(Context::new(
         client,
@@ -215,16 +199,21 @@ async fn lead(
         }
     }));
 
-    // The controller wants a Sync future; a oneshot receiver is one.
+    // The controller wants a Sync future; a oneshot receiver is one. It is
+    // fired only once the Service store is ready: a controller told to stop
+    // before its first list would wait for that list forever.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let store = reader.clone();
+    let mut stop = shutdown.clone();
     tokio::spawn(async move {
-        let _ = shutdown.wait_for(|v| *v).await;
+        let _ = stop.wait_for(|v| *v).await;
+        let _ = store.wait_until_ready().await;
         let _ = stop_tx.send(());
     });
 
     metrics.set_ready(true);
     info!("controller ready");
-    Controller::for_stream(service_stream, reader)
+    let controller = Controller::for_stream(service_stream, reader)
         .with_config(controller::Config::default().concurrency(concurrency))
         .reconcile_on(trigger_rx)
         .graceful_shutdown_on(futures::FutureExt::map(stop_rx, |_| ()))
@@ -236,8 +225,54 @@ async fn lead(
                     e => warn!(error = %e, "controller error"),
                 }
             }
+        });
+    // Reconciles in flight may finish; one stuck on a dead apiserver may not
+    // hold the process past the grace period.
+    let grace = async {
+        let _ = shutdown.wait_for(|v| *v).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = controller => {}
+        () = grace => warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running at the end of the grace period; stopping anyway"),
+    }
+    Ok(())
+}
+
+/// How long a stopping leader lets reconciles in flight finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Waits for the caches, then rebuilds the provider's state from what Services
+/// already show, before anything new is handed out, so a restart never moves
+/// an address.
+async fn prepare(
+    services: &Api<Service>,
+    cache: &Cache,
+    config: &Config,
+    provider: &dyn Provider,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(Duration::from_secs(120), cache.wait_synced())
+        .await
+        .context("listing Nodes and EndpointSlices took over 120s")?;
+    let owned: Vec<OwnedService> = list_all(services)
+        .await
+        .context("listing Services")?
+        .iter()
+        .filter(|s| config.is_ours(s) && s.finalizers().iter().any(|f| f == FINALIZER))
+        .filter_map(|s| {
+            let ingress = published_ingress(s);
+            (!ingress.is_empty()).then(|| OwnedService {
+                intent: restore_intent(s, cache),
+                ingress,
+            })
         })
-        .await;
+        .collect();
+    info!(services = owned.len(), "restoring provider state");
+    provider
+        .restore(owned)
+        .await
+        .context("restoring provider state")?;
+
     Ok(())
 }
 

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferrolb_provider_api::{ErrorClass, Ingress, LoadBalancerStatus, Provider, ServiceKey};
+use ferrolb_provider_api::{
+    ErrorClass, Ingress, LoadBalancerStatus, Provider, ProviderError, ServiceKey,
+};
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -104,6 +106,27 @@ impl Context {
         delay
     }
 
+    /// Runs one provider operation, counting it and its duration by outcome.
+    async fn metered<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let started = Instant::now();
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(e) => e.class().as_str(),
+        };
+        self.metrics.record_provider_call(
+            self.provider.name(),
+            operation,
+            outcome,
+            started.elapsed(),
+        );
+        result
+    }
+
     async fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: &str) {
         let ev = Event {
             type_,
@@ -201,14 +224,7 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
-    let started = Instant::now();
-    let result = ctx.provider.ensure(&intent).await;
-    let outcome = match &result {
-        Ok(_) => "success",
-        Err(e) => e.class().as_str(),
-    };
-    ctx.metrics
-        .record_provider_call(ctx.provider.name(), "ensure", outcome, started.elapsed());
+    let result = ctx.metered("ensure", ctx.provider.ensure(&intent)).await;
     let status = result.map_err(|source| Error::Ensure {
         source,
         service: key.clone(),
@@ -251,15 +267,7 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         "Deleting load balancer",
     )
     .await;
-    let started = Instant::now();
-    let result = ctx.provider.delete(&key).await;
-    let outcome = match &result {
-        Ok(_) => "success",
-        Err(e) => e.class().as_str(),
-    };
-    ctx.metrics
-        .record_provider_call(ctx.provider.name(), "delete", outcome, started.elapsed());
-    if let Err(source) = result {
+    if let Err(source) = ctx.metered("delete", ctx.provider.delete(&key)).await {
         let e = Error::Delete {
             source,
             service: key,

@@ -506,3 +506,51 @@ async fn health_readiness_and_metrics() -> Result<()> {
     };
     check.await.with_log(&ctl)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_stop_hands_the_lease_over() -> Result<()> {
+    let env = Env::start().await?;
+    env.create_pool("default", &["192.0.2.0/29"], |_| {})
+        .await?;
+    // A lease far longer than the wait below: only a released lease can move.
+    let lease = [
+        "--leader-election=true",
+        "--lease-duration",
+        "60s",
+        "--lease-retry-period",
+        "500ms",
+    ];
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env.client.clone(), "kube-system");
+    let holder = || async {
+        Ok::<_, anyhow::Error>(
+            leases
+                .get_opt("ferrolb-controller")
+                .await?
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity),
+        )
+    };
+    let mut one = env.controller(&[&lease[..], &["--leader-election-identity", "one"]].concat())?;
+    wait_for("one to lead", common::WAIT, || async {
+        Ok(holder().await?.filter(|h| h == "one"))
+    })
+    .await
+    .with_log(&one)?;
+    let two = env.controller(&[&lease[..], &["--leader-election-identity", "two"]].concat())?;
+    let status = one.terminate().await?;
+    assert!(
+        status.success(),
+        "graceful stop exits 0: {status:?}\n{}",
+        one.log()
+    );
+    assert!(one.log().contains("released leadership"), "{}", one.log());
+    wait_for("two to take over", Duration::from_secs(20), || async {
+        Ok(holder().await?.filter(|h| h == "two"))
+    })
+    .await
+    .with_log(&two)?;
+    env.create_service("web", |_| {}).await?;
+    env.wait_ingress("web", 1).await.with_log(&two)?;
+    Ok(())
+}
