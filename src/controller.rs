@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ferrolb_aws::AwsProvider;
+use ferrolb_aws::{AwsConfig, AwsProvider};
 use ferrolb_baremetal::{BareMetalConfig, BareMetalProvider};
 use ferrolb_provider_api::{
     IpFamily, IpFamilyPolicy, LoadBalancerIntent, OwnedService, Provider, TrafficPolicy,
@@ -56,7 +56,22 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let identity = leader_election_identity.unwrap_or_else(default_identity);
     let client = crate::client(kubeconfig.as_deref()).await?;
 
-    let metrics = Arc::new(Metrics::new());
+    // Building a provider makes no call; it acts only once this replica leads.
+    let provider: Arc<dyn Provider> = match provider_kind {
+        ProviderKind::Baremetal => Arc::new(BareMetalProvider::new(
+            client.clone(),
+            BareMetalConfig {
+                cluster_name: cluster_name.clone(),
+            },
+        )),
+        ProviderKind::Aws => Arc::new(
+            AwsProvider::new(AwsConfig {
+                cluster_name: cluster_name.clone(),
+            })
+            .await,
+        ),
+    };
+    let metrics = Arc::new(Metrics::new(provider.as_ref()));
     let listener = tokio::net::TcpListener::bind(metrics_addr)
         .await
         .with_context(|| format!("binding the metrics server to {metrics_addr}"))?;
@@ -96,13 +111,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let provider: Arc<dyn Provider> = match provider_kind {
-        ProviderKind::Baremetal => Arc::new(BareMetalProvider::new(
-            client.clone(),
-            BareMetalConfig { cluster_name },
-        )),
-        ProviderKind::Aws => Arc::new(AwsProvider),
-    };
     let recorder = Recorder::new(
         client.clone(),
         Reporter {

@@ -39,6 +39,9 @@ pub fn main() -> anyhow::Result<()> {
         LogFormat::Text => subscriber.init(),
         LogFormat::Json => subscriber.json().init(),
     }
+    // kube's TLS uses ring and the AWS SDK's uses aws-lc-rs; with both built
+    // in, rustls needs to be told which one serves the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match command {
         Command::Crds => {
             print!("{}", crds::to_yaml()?);

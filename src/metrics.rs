@@ -40,8 +40,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// The controller's metrics, plus those the provider keeps.
+    pub fn new(provider: &dyn ferrolb_provider_api::Provider) -> Self {
         let mut registry = Registry::with_prefix("ferrolb");
+        provider.register_metrics(&mut registry);
         let reconciles = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "reconciles",
@@ -124,12 +126,6 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -55,6 +55,8 @@ if [[ -z "$ip" ]]; then
   tail -n 50 "$work/controller.log" >&2
   exit 1
 fi
+# The pool's counts are written a moment after the address.
+kubectl wait --for=jsonpath='{.status.assignedIPv4}'=1 ippool/default --timeout=10s >/dev/null || true
 kubectl get svc web
 kubectl get ippools
 echo

@@ -64,6 +64,7 @@ impl ControlPlane {
     /// Starts etcd and kube-apiserver and waits until the apiserver is ready and the
     /// namespaces `default` and `kube-system` exist.
     pub async fn start() -> Result<ControlPlane> {
+        crate::install_crypto_provider();
         let bin_dir = binaries::control_plane_bin_dir().await?;
         let started = Instant::now();
         let mut attempt = 1;
@@ -164,6 +165,7 @@ impl ControlPlane {
 
     /// A new client from the kubeconfig.
     pub async fn client(&self) -> Result<kube::Client> {
+        crate::install_crypto_provider();
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
             .with_context(|| format!("reading {}", self.kubeconfig.display()))?;
         let config =

@@ -9,10 +9,19 @@ pub mod binaries;
 mod child;
 pub mod control_plane;
 pub mod fixtures;
+pub mod moto;
 pub mod process;
 pub mod wait;
 
 pub use control_plane::ControlPlane;
 pub use fixtures::EndpointSpec;
+pub use moto::Moto;
 pub use process::FerrolbProcess;
 pub use wait::wait_for;
+
+/// Picks rustls's crypto provider for the test process. kube's TLS brings ring
+/// and the AWS SDK's brings aws-lc-rs; with both built in, rustls refuses to
+/// guess. Called before any client is built; later calls do nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

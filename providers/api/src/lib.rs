@@ -66,6 +66,12 @@ pub trait Provider: Send + Sync + 'static {
         &[]
     }
 
+    /// Adds the provider's own metrics (cloud calls by operation and outcome,
+    /// …) to the controller's registry.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let _ = registry;
+    }
+
     /// Registers the callback for changes that may unblock waiting Services.
     fn set_change_notifier(&self, notify: ChangeNotifier) {
         let _ = notify;

@@ -1,34 +1,22 @@
-//! ferrolb's AWS provider (Network Load Balancers).
+//! ferrolb's AWS provider: one Network Load Balancer per Service.
 //!
-//! The NLB logic lands with its own issue; until then the provider refuses every
-//! Service with a clear, non-retrying error instead of pretending to work.
+//! Each `ensure` runs three steps: **observe** (read-only calls that find this
+//! Service's resources by their tags), **plan** (a pure diff of the desired
+//! model against what was observed) and **apply** (the only place with
+//! mutating calls). A resync of an unchanged Service therefore makes no
+//! mutating call. Every AWS call is counted by operation and outcome.
 
-use ferrolb_provider_api::{
-    LoadBalancerIntent, LoadBalancerStatus, Provider, ProviderError, ServiceKey,
-};
+pub mod annotations;
+mod apply;
+mod cloud;
+pub mod model;
+pub mod naming;
+mod observe;
+pub mod plan;
+#[cfg(test)]
+mod plan_tests;
+mod provider;
+pub mod subnets;
+pub mod tags;
 
-/// The AWS provider. It has no logic yet: `ensure` reports that the provider is
-/// not implemented, and `delete` succeeds because it never created anything.
-#[derive(Debug, Default)]
-pub struct AwsProvider;
-
-#[async_trait::async_trait]
-impl Provider for AwsProvider {
-    fn name(&self) -> &'static str {
-        "aws"
-    }
-
-    async fn ensure(
-        &self,
-        _intent: &LoadBalancerIntent,
-    ) -> Result<LoadBalancerStatus, ProviderError> {
-        Err(ProviderError::invalid(
-            "--provider",
-            "the aws provider is not implemented in this build of ferrolb",
-        ))
-    }
-
-    async fn delete(&self, _key: &ServiceKey) -> Result<(), ProviderError> {
-        Ok(())
-    }
-}
+pub use provider::{AwsConfig, AwsProvider};

@@ -1,0 +1,542 @@
+//! `ferrolb controller --provider aws` against a real kube-apiserver and moto:
+//! what the AWS account shows, and how many calls it took.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aws_sdk_elasticloadbalancingv2::Client as Elb;
+use common::{Env, WithLog, annotations, free_port, http_get};
+use ferrolb_e2e::moto::{Instance, Moto, Seed};
+use ferrolb_e2e::{EndpointSpec, FerrolbProcess, fixtures, wait_for};
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::json;
+
+const CLUSTER: &str = "e2e";
+const CLASS: &str = "ferrolb.io/aws";
+
+struct AwsEnv {
+    env: Env,
+    moto: Moto,
+    seed: Seed,
+    elb: Elb,
+    metrics_port: u16,
+}
+
+impl AwsEnv {
+    async fn start() -> Result<AwsEnv> {
+        let env = Env::start().await?;
+        let moto = Moto::start().await?;
+        let seed = moto.seed(CLUSTER, &["us-east-1a", "us-east-1b"]).await?;
+        let elb = Elb::new(&moto.sdk_config().await);
+        Ok(AwsEnv {
+            env,
+            moto,
+            seed,
+            elb,
+            metrics_port: free_port(),
+        })
+    }
+
+    /// A Node backed by a running moto instance.
+    async fn node(&self, name: &str, zone: &str) -> Result<Instance> {
+        let i = self.moto.run_instance(&self.seed, zone).await?;
+        fixtures::create_node(
+            &self.env.client,
+            name,
+            &[i.private_ip],
+            Some(&i.provider_id),
+            &[("topology.kubernetes.io/zone", zone)],
+            true,
+        )
+        .await?;
+        Ok(i)
+    }
+
+    fn controller(&self, extra: &[&str]) -> Result<FerrolbProcess> {
+        let addr = format!("127.0.0.1:{}", self.metrics_port);
+        let mut args = vec![
+            "controller",
+            "--provider",
+            "aws",
+            "--cluster-name",
+            CLUSTER,
+            "--leader-election=false",
+            "--metrics-addr",
+            &addr,
+            "--log",
+            "info,ferrolb=debug,ferrolb_aws=debug",
+        ];
+        args.extend_from_slice(extra);
+        let env: Vec<(String, String)> = self.moto.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        FerrolbProcess::spawn(&self.env.cp, &args, &env)
+    }
+
+    async fn service(
+        &self,
+        name: &str,
+        ports: &[(&str, i32)],
+        tweak: impl FnOnce(&mut Service),
+    ) -> Result<Service> {
+        let mut svc = fixtures::lb_service(&self.env.ns, name, ports);
+        svc.spec.as_mut().unwrap().load_balancer_class = Some(CLASS.into());
+        tweak(&mut svc);
+        Ok(self
+            .env
+            .services()
+            .create(&Default::default(), &svc)
+            .await?)
+    }
+
+    async fn wait_hostname(&self, name: &str) -> Result<String> {
+        let api = self.env.services();
+        wait_for(
+            &format!("a hostname on Service {name}"),
+            Duration::from_secs(60),
+            || {
+                let api = api.clone();
+                async move {
+                    let svc = api.get(name).await?;
+                    Ok(svc
+                        .status
+                        .and_then(|s| s.load_balancer)
+                        .and_then(|lb| lb.ingress)
+                        .and_then(|i| i.into_iter().find_map(|i| i.hostname)))
+                }
+            },
+        )
+        .await
+    }
+
+    /// AWS calls so far, by operation (all outcomes).
+    async fn calls(&self) -> Result<BTreeMap<String, u64>> {
+        let (_, body) = http_get(self.metrics_port, "/metrics").await?;
+        let mut out = BTreeMap::new();
+        for line in body
+            .lines()
+            .filter(|l| l.starts_with("ferrolb_aws_calls_total{"))
+        {
+            let op = line
+                .split("operation=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .context("no operation label")?;
+            let n: f64 = line.rsplit(' ').next().unwrap_or("0").parse()?;
+            *out.entry(op.to_string()).or_default() += n as u64;
+        }
+        Ok(out)
+    }
+
+    async fn wait_calls_settle(&self) -> Result<BTreeMap<String, u64>> {
+        let mut last = self.calls().await?;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(750)).await;
+            let now = self.calls().await?;
+            if now == last {
+                return Ok(now);
+            }
+            last = now;
+        }
+        anyhow::bail!("AWS calls never settled: {last:?}")
+    }
+
+    /// The load balancers, and per target group (by port) its targets.
+    async fn account(&self) -> Result<Account> {
+        let lbs = self.elb.describe_load_balancers().send().await?;
+        let tgs = self.elb.describe_target_groups().send().await?;
+        let mut targets = BTreeMap::new();
+        for tg in tgs.target_groups() {
+            let arn = tg.target_group_arn().unwrap_or_default();
+            let health = self
+                .elb
+                .describe_target_health()
+                .target_group_arn(arn)
+                .send()
+                .await?;
+            let set: BTreeSet<(String, i32)> = health
+                .target_health_descriptions()
+                .iter()
+                .filter_map(|d| d.target())
+                .map(|t| {
+                    (
+                        t.id().unwrap_or_default().to_string(),
+                        t.port().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            targets.insert(
+                tg.target_group_name().unwrap_or_default().to_string(),
+                (tg.clone(), set),
+            );
+        }
+        Ok(Account {
+            load_balancers: lbs.load_balancers().to_vec(),
+            target_groups: targets,
+        })
+    }
+}
+
+struct Account {
+    load_balancers: Vec<aws_sdk_elasticloadbalancingv2::types::LoadBalancer>,
+    target_groups: BTreeMap<
+        String,
+        (
+            aws_sdk_elasticloadbalancingv2::types::TargetGroup,
+            BTreeSet<(String, i32)>,
+        ),
+    >,
+}
+
+fn mutating(calls: &BTreeMap<String, u64>) -> u64 {
+    calls
+        .iter()
+        .filter(|(op, _)| !op.starts_with("Describe"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+fn diff(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+fn node_ports(svc: &Service) -> BTreeMap<i32, i32> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|p| (p.port, p.node_port.unwrap_or_default()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nlb_lifecycle_with_call_counts() -> Result<()> {
+    let aws = AwsEnv::start().await?;
+    let a = aws.node("node-a", "us-east-1a").await?;
+    let b = aws.node("node-b", "us-east-1b").await?;
+    let ctl = aws.controller(&["--resync-period", "2s"])?;
+    let check = async {
+        aws.service("web", &[("TCP", 80), ("TCP", 443)], |s| {
+            s.metadata.annotations = annotations(&[(
+                "service.beta.kubernetes.io/aws-load-balancer-scheme",
+                "internet-facing",
+            )]);
+        })
+        .await?;
+        let host = aws.wait_hostname("web").await?;
+        let created = aws.wait_calls_settle().await?;
+
+        let account = aws.account().await?;
+        assert_eq!(account.load_balancers.len(), 1);
+        let lb = &account.load_balancers[0];
+        assert_eq!(lb.dns_name(), Some(host.as_str()));
+        assert!(lb.load_balancer_name().unwrap().len() <= 32);
+        assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internet-facing"));
+        let public: BTreeSet<&str> = aws
+            .seed
+            .public_subnets
+            .values()
+            .map(String::as_str)
+            .collect();
+        for az in lb.availability_zones() {
+            assert!(
+                public.contains(az.subnet_id().unwrap()),
+                "internet-facing LB in a public subnet"
+            );
+        }
+        let svc = aws.env.services().get("web").await?;
+        let ports = node_ports(&svc);
+        assert_eq!(account.target_groups.len(), 2);
+        let want_nodes: BTreeSet<String> = [a.id.clone(), b.id.clone()].into();
+        for (tg, targets) in account.target_groups.values() {
+            let node_port = tg.port().unwrap();
+            assert!(
+                ports.values().any(|p| *p == node_port),
+                "target group on a nodePort"
+            );
+            let ids: BTreeSet<String> = targets.iter().map(|(id, _)| id.clone()).collect();
+            assert_eq!(ids, want_nodes, "every node's instance is a target");
+            assert!(targets.iter().all(|(_, p)| *p == node_port));
+            assert_eq!(tg.health_check_protocol().map(|p| p.as_str()), Some("TCP"));
+            assert_eq!(tg.health_check_port(), Some("traffic-port"));
+        }
+        let listeners = aws
+            .elb
+            .describe_listeners()
+            .load_balancer_arn(lb.load_balancer_arn().unwrap())
+            .send()
+            .await?;
+        let lports: BTreeSet<i32> = listeners
+            .listeners()
+            .iter()
+            .filter_map(|l| l.port())
+            .collect();
+        assert_eq!(lports, [80, 443].into());
+
+        // Creating took one create per resource and one register per target
+        // group, nothing else mutating.
+        for (op, n) in [
+            ("CreateLoadBalancer", 1),
+            ("CreateTargetGroup", 2),
+            ("CreateListener", 2),
+            ("RegisterTargets", 2),
+        ] {
+            assert_eq!(
+                created.get(op).copied().unwrap_or(0),
+                n,
+                "{op} calls: {created:?}"
+            );
+        }
+        assert_eq!(mutating(&created), 7, "{created:?}");
+
+        // Several resyncs of the unchanged Service: reads only.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let resynced = aws.wait_calls_settle().await?;
+        let steady = diff(&created, &resynced);
+        assert!(
+            steady.keys().all(|op| op.starts_with("Describe")),
+            "resync mutated: {steady:?}"
+        );
+        assert!(!steady.is_empty(), "the resync ran");
+
+        // A node joins: one RegisterTargets per target group.
+        let c = aws.node("node-c", "us-east-1a").await?;
+        let before = aws.calls().await?;
+        wait_for("node-c registered", Duration::from_secs(30), || async {
+            let acc = aws.account().await?;
+            Ok(acc
+                .target_groups
+                .values()
+                .all(|(_, t)| t.iter().any(|(id, _)| *id == c.id))
+                .then_some(()))
+        })
+        .await?;
+        let joined = diff(&before, &aws.wait_calls_settle().await?);
+        assert_eq!(joined.get("RegisterTargets"), Some(&2), "{joined:?}");
+        assert_eq!(mutating(&joined), 2, "{joined:?}");
+
+        // A node leaves: one DeregisterTargets per target group.
+        let before = aws.calls().await?;
+        Api::<Node>::all(aws.env.client.clone())
+            .delete("node-a", &DeleteParams::default())
+            .await?;
+        wait_for("node-a deregistered", Duration::from_secs(30), || async {
+            let acc = aws.account().await?;
+            Ok(acc
+                .target_groups
+                .values()
+                .all(|(_, t)| !t.iter().any(|(id, _)| *id == a.id))
+                .then_some(()))
+        })
+        .await?;
+        let left = diff(&before, &aws.wait_calls_settle().await?);
+        assert_eq!(left.get("DeregisterTargets"), Some(&2), "{left:?}");
+        assert_eq!(mutating(&left), 2, "{left:?}");
+
+        // Ports change: 443 goes, 8443 comes (a merge patch replaces the list).
+        let patch = json!({ "spec": { "ports": [
+            { "name": "tcp-80", "port": 80, "protocol": "TCP", "targetPort": 80 },
+            { "name": "tcp-8443", "port": 8443, "protocol": "TCP", "targetPort": 8443 },
+        ] } });
+        aws.env
+            .services()
+            .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let lb_arn = lb.load_balancer_arn().unwrap().to_string();
+        wait_for(
+            "listeners on 80 and 8443",
+            Duration::from_secs(30),
+            || async {
+                let l = aws
+                    .elb
+                    .describe_listeners()
+                    .load_balancer_arn(&lb_arn)
+                    .send()
+                    .await?;
+                let ports: BTreeSet<i32> = l.listeners().iter().filter_map(|l| l.port()).collect();
+                Ok((ports == BTreeSet::from([80, 8443])).then_some(()))
+            },
+        )
+        .await?;
+        wait_for(
+            "two target groups again",
+            Duration::from_secs(30),
+            || async { Ok((aws.account().await?.target_groups.len() == 2).then_some(())) },
+        )
+        .await?;
+
+        // Delete: nothing left.
+        aws.env
+            .services()
+            .delete("web", &DeleteParams::default())
+            .await?;
+        aws.env.wait_gone("web").await?;
+        let account = aws.account().await?;
+        assert!(
+            account.load_balancers.is_empty(),
+            "load balancer left behind"
+        );
+        assert!(
+            account.target_groups.is_empty(),
+            "target groups left behind"
+        );
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_policy_targets_follow_endpoints() -> Result<()> {
+    let aws = AwsEnv::start().await?;
+    let a = aws.node("node-a", "us-east-1a").await?;
+    let b = aws.node("node-b", "us-east-1b").await?;
+    let ctl = aws.controller(&[])?;
+    let check = async {
+        let svc = aws
+            .service("local", &[("TCP", 80)], |s| {
+                s.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+            })
+            .await?;
+        let ep = |ip: &str, node| EndpointSpec {
+            address: ip.parse().unwrap(),
+            node: Some(node),
+            ready: true,
+        };
+        fixtures::create_endpoint_slice(
+            &aws.env.client,
+            &aws.env.ns,
+            "local",
+            "local-1",
+            &[ep("10.1.0.1", "node-a")],
+            &[(Some("tcp-80"), "TCP", 80)],
+        )
+        .await?;
+        aws.wait_hostname("local").await?;
+        let ids = |acc: &Account| -> BTreeSet<String> {
+            acc.target_groups
+                .values()
+                .flat_map(|(_, t)| t.iter().map(|(id, _)| id.clone()))
+                .collect()
+        };
+        wait_for("only node-a targeted", Duration::from_secs(30), || async {
+            Ok((ids(&aws.account().await?) == BTreeSet::from([a.id.clone()])).then_some(()))
+        })
+        .await?;
+        let acc = aws.account().await?;
+        let (tg, _) = acc.target_groups.values().next().unwrap();
+        let hc_port = svc.spec.as_ref().unwrap().health_check_node_port.unwrap();
+        assert_eq!(tg.health_check_protocol().map(|p| p.as_str()), Some("HTTP"));
+        assert_eq!(tg.health_check_path(), Some("/healthz"));
+        assert_eq!(tg.health_check_port(), Some(hc_port.to_string().as_str()));
+
+        fixtures::create_endpoint_slice(
+            &aws.env.client,
+            &aws.env.ns,
+            "local",
+            "local-2",
+            &[ep("10.1.0.2", "node-b")],
+            &[(Some("tcp-80"), "TCP", 80)],
+        )
+        .await?;
+        wait_for("node-b targeted too", Duration::from_secs(30), || async {
+            Ok(
+                (ids(&aws.account().await?) == BTreeSet::from([a.id.clone(), b.id.clone()]))
+                    .then_some(()),
+            )
+        })
+        .await?;
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_load_balancer_and_bad_annotations_are_left_alone() -> Result<()> {
+    let aws = AwsEnv::start().await?;
+    aws.node("node-a", "us-east-1a").await?;
+    // Somebody else's NLB, with the name our Service will ask for.
+    let foreign = aws
+        .elb
+        .create_load_balancer()
+        .name("shared-name")
+        .r#type(aws_sdk_elasticloadbalancingv2::types::LoadBalancerTypeEnum::Network)
+        .subnets(aws.seed.private_subnets.values().next().unwrap())
+        .send()
+        .await?;
+    let foreign_arn = foreign.load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    let ctl = aws.controller(&[])?;
+    let check = async {
+        aws.service("collides", &[("TCP", 80)], |s| {
+            s.metadata.annotations = annotations(&[(
+                "service.beta.kubernetes.io/aws-load-balancer-name",
+                "shared-name",
+            )]);
+        })
+        .await?;
+        let note = aws
+            .env
+            .wait_event("collides", "SyncLoadBalancerFailed")
+            .await?;
+        assert!(
+            note.contains("shared-name") && note.contains("not tagged"),
+            "{note}"
+        );
+
+        aws.service("bad", &[("TCP", 80)], |s| {
+            s.metadata.annotations = annotations(&[(
+                "service.beta.kubernetes.io/aws-load-balancer-healthcheck-interval",
+                "soon",
+            )]);
+        })
+        .await?;
+        let note = aws.env.wait_event("bad", "SyncLoadBalancerFailed").await?;
+        assert!(
+            note.contains("aws-load-balancer-healthcheck-interval"),
+            "{note}"
+        );
+
+        aws.env
+            .services()
+            .delete("collides", &DeleteParams::default())
+            .await?;
+        aws.env.wait_gone("collides").await?;
+        let acc = aws.account().await?;
+        let arns: Vec<&str> = acc
+            .load_balancers
+            .iter()
+            .filter_map(|l| l.load_balancer_arn())
+            .collect();
+        assert_eq!(
+            arns,
+            [foreign_arn.as_str()],
+            "only the foreign LB exists, untouched"
+        );
+        assert!(
+            acc.target_groups.is_empty(),
+            "nothing was created for either Service"
+        );
+        let tags = aws
+            .elb
+            .describe_tags()
+            .resource_arns(&foreign_arn)
+            .send()
+            .await?;
+        assert!(
+            tags.tag_descriptions()[0].tags().is_empty(),
+            "no tag was added to the foreign LB"
+        );
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}

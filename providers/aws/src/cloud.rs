@@ -1,0 +1,225 @@
+//! The AWS clients, every call counted, and SDK errors mapped to provider
+//! errors by their service error code.
+
+use std::fmt::Debug;
+use std::future::Future;
+
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use ferrolb_provider_api::ProviderError;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub service: &'static str,
+    pub operation: &'static str,
+    /// `success`, or the error class (`throttled`, `not_found`, `invalid`, `error`).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone)]
+pub struct Cloud {
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub calls: Family<CallLabels, Counter>,
+}
+
+/// Error codes AWS uses for rate limiting.
+const THROTTLING: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "SlowDown",
+];
+
+/// Codes that mean the request itself is wrong: retrying it unchanged cannot help.
+const INVALID: &[&str] = &[
+    "ValidationError",
+    "InvalidConfigurationRequest",
+    "InvalidParameterValue",
+    "InvalidParameterCombination",
+    "InvalidSubnet",
+    "InvalidSecurityGroup",
+    "InvalidScheme",
+    "CertificateNotFound",
+    "UnsupportedProtocol",
+    "AllocationIdNotFound",
+    "AvailabilityZoneNotSupported",
+    "TooManyLoadBalancers",
+    "TooManyTargetGroups",
+    "TooManyListeners",
+    "TooManyTargets",
+    "TooManyTags",
+    "DuplicateTagKeys",
+];
+
+/// What became of one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Throttled,
+    NotFound,
+    Invalid,
+    Error,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Throttled => "throttled",
+            Outcome::NotFound => "not_found",
+            Outcome::Invalid => "invalid",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+fn classify(code: Option<&str>) -> Outcome {
+    match code {
+        Some(c) if THROTTLING.contains(&c) => Outcome::Throttled,
+        Some(c) if c.ends_with("NotFound") || c.ends_with("NotFoundException") => Outcome::NotFound,
+        Some(c) if c == "InvalidTarget" || INVALID.contains(&c) => Outcome::Invalid,
+        _ => Outcome::Error,
+    }
+}
+
+/// A failed AWS call, with what the controller needs to decide what next.
+#[derive(Debug, thiserror::Error)]
+#[error("{service} {operation}: {message}")]
+pub struct CallError {
+    pub service: &'static str,
+    pub operation: &'static str,
+    pub code: Option<String>,
+    pub message: String,
+    pub outcome: Outcome,
+}
+
+impl CallError {
+    pub fn is_not_found(&self) -> bool {
+        self.outcome == Outcome::NotFound
+    }
+
+    pub fn code_is(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+}
+
+impl From<CallError> for ProviderError {
+    fn from(e: CallError) -> Self {
+        match e.outcome {
+            Outcome::Throttled => ProviderError::Throttled {
+                operation: e.operation,
+                retry_after: None,
+            },
+            Outcome::Invalid => ProviderError::invalid(
+                format!("the load balancer ({} {})", e.service, e.operation),
+                format!("AWS refused it: {}", e.message),
+            ),
+            Outcome::Success | Outcome::NotFound | Outcome::Error => ProviderError::Transient {
+                operation: e.operation,
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+impl Cloud {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(sdk),
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            calls: Family::default(),
+        }
+    }
+
+    /// Runs one ELBv2 call, counting it.
+    pub async fn elb<T, E, F>(&self, operation: &'static str, call: F) -> Result<T, CallError>
+    where
+        F: Future<Output = Result<T, SdkError<E>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.counted("elbv2", operation, call).await
+    }
+
+    /// Runs one EC2 call, counting it.
+    pub async fn ec2<T, E, F>(&self, operation: &'static str, call: F) -> Result<T, CallError>
+    where
+        F: Future<Output = Result<T, SdkError<E>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.counted("ec2", operation, call).await
+    }
+
+    async fn counted<T, E, F>(
+        &self,
+        service: &'static str,
+        operation: &'static str,
+        call: F,
+    ) -> Result<T, CallError>
+    where
+        F: Future<Output = Result<T, SdkError<E>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let result = call.await;
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(e) => classify(e.code()),
+        };
+        self.calls
+            .get_or_create(&CallLabels {
+                service,
+                operation,
+                outcome: outcome.label(),
+            })
+            .inc();
+        result.map_err(|e| {
+            let code = e.code().map(str::to_string);
+            let message = e
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| aws_sdk_ec2::error::DisplayErrorContext(&e).to_string());
+            tracing::debug!(service, operation, ?code, %message, "AWS call failed");
+            CallError {
+                service,
+                operation,
+                code,
+                message,
+                outcome,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_classed() {
+        assert_eq!(classify(Some("Throttling")), Outcome::Throttled);
+        assert_eq!(classify(Some("RequestLimitExceeded")), Outcome::Throttled);
+        assert_eq!(classify(Some("LoadBalancerNotFound")), Outcome::NotFound);
+        assert_eq!(classify(Some("TargetGroupNotFound")), Outcome::NotFound);
+        assert_eq!(classify(Some("ValidationError")), Outcome::Invalid);
+        assert_eq!(classify(Some("InvalidTarget")), Outcome::Invalid);
+        assert_eq!(classify(Some("InternalFailure")), Outcome::Error);
+        assert_eq!(classify(None), Outcome::Error);
+    }
+
+    #[test]
+    fn throttling_becomes_a_throttled_provider_error() {
+        let e = CallError {
+            service: "elbv2",
+            operation: "DescribeLoadBalancers",
+            code: Some("Throttling".into()),
+            message: "Rate exceeded".into(),
+            outcome: Outcome::Throttled,
+        };
+        let p: ProviderError = e.into();
+        assert_eq!(p.class(), ferrolb_provider_api::ErrorClass::Throttled);
+    }
+}

@@ -1,0 +1,366 @@
+//! Read-only calls: what exists of one Service's load balancer, found by tags.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_elasticloadbalancingv2::types::{Listener, ProtocolEnum, TargetGroup, TargetTypeEnum};
+use ferrolb_provider_api::{ProviderError, ServiceKey};
+
+use crate::annotations::{HcPort, HcProtocol, HealthCheck, TargetType};
+use crate::cloud::Cloud;
+use crate::model::{DesiredLoadBalancer, NlbProtocol, Target};
+use crate::plan::{Observed, ObservedListener, ObservedLoadBalancer, ObservedTargetGroup};
+use crate::tags;
+
+/// DescribeTags takes at most 20 resources per call.
+const TAGS_PER_CALL: usize = 20;
+
+/// The load balancer named like the desired one, if it exists and is ours,
+/// with its listeners, target groups and targets. A load balancer of that name
+/// without our tags is somebody else's: it is reported, never touched.
+pub async fn observe(
+    cloud: &Cloud,
+    desired: &DesiredLoadBalancer,
+    cluster: &str,
+    key: &ServiceKey,
+) -> Result<(Observed, Option<String>), ProviderError> {
+    let found = cloud
+        .elb(
+            "DescribeLoadBalancers",
+            cloud
+                .elbv2
+                .describe_load_balancers()
+                .names(&desired.name)
+                .send(),
+        )
+        .await;
+    let lb = match found {
+        Ok(out) => out.load_balancers().first().cloned(),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let Some(lb) = lb else {
+        return Ok((Observed::default(), None));
+    };
+    let lb_arn = lb.load_balancer_arn().unwrap_or_default().to_string();
+    let vpc_id = lb.vpc_id().map(str::to_string);
+
+    let listeners: Vec<Listener> = cloud
+        .elb(
+            "DescribeListeners",
+            cloud
+                .elbv2
+                .describe_listeners()
+                .load_balancer_arn(&lb_arn)
+                .send(),
+        )
+        .await?
+        .listeners()
+        .to_vec();
+    let mut target_groups: Vec<TargetGroup> = cloud
+        .elb(
+            "DescribeTargetGroups",
+            cloud
+                .elbv2
+                .describe_target_groups()
+                .load_balancer_arn(&lb_arn)
+                .send(),
+        )
+        .await
+        .map(|o| o.target_groups().to_vec())
+        .or_else(|e| {
+            if e.is_not_found() {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            }
+        })?;
+    // A listener may forward to a group the load balancer filter does not
+    // return (moved there by ModifyListener); read those too.
+    let known: BTreeSet<String> = target_groups
+        .iter()
+        .filter_map(|t| t.target_group_arn().map(str::to_string))
+        .collect();
+    let missing: Vec<String> = listeners
+        .iter()
+        .filter_map(forward_target)
+        .filter(|arn| !known.contains(arn))
+        .collect();
+    if !missing.is_empty() {
+        let more = cloud
+            .elb(
+                "DescribeTargetGroups",
+                cloud
+                    .elbv2
+                    .describe_target_groups()
+                    .set_target_group_arns(Some(missing))
+                    .send(),
+            )
+            .await?;
+        target_groups.extend(more.target_groups().iter().cloned());
+    }
+
+    let mut arns = vec![lb_arn.clone()];
+    arns.extend(
+        target_groups
+            .iter()
+            .filter_map(|t| t.target_group_arn().map(str::to_string)),
+    );
+    let all_tags = describe_tags(cloud, &arns).await?;
+    let lb_tags = all_tags.get(&lb_arn).cloned().unwrap_or_default();
+    if !tags::is_owned_by(&lb_tags, cluster, key) {
+        return Err(ProviderError::unsatisfiable(format!(
+            "a load balancer named {} exists but is not tagged for this Service; ferrolb leaves it alone. Delete or rename it, or set another name with the aws-load-balancer-name annotation",
+            desired.name
+        )));
+    }
+
+    let lb_attributes = if desired.attributes.is_empty() {
+        None
+    } else {
+        let out = cloud
+            .elb(
+                "DescribeLoadBalancerAttributes",
+                cloud
+                    .elbv2
+                    .describe_load_balancer_attributes()
+                    .load_balancer_arn(&lb_arn)
+                    .send(),
+            )
+            .await?;
+        Some(
+            out.attributes()
+                .iter()
+                .filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string())))
+                .collect(),
+        )
+    };
+
+    let mut observed_tgs = Vec::new();
+    for tg in target_groups {
+        let arn = tg.target_group_arn().unwrap_or_default().to_string();
+        let tg_tags = all_tags.get(&arn).cloned().unwrap_or_default();
+        if !tags::is_owned_by(&tg_tags, cluster, key) {
+            continue; // not ours: never read further, never changed
+        }
+        let name = tg.target_group_name().unwrap_or_default().to_string();
+        let wants_attributes = desired
+            .target_groups
+            .iter()
+            .any(|d| d.name == name && !d.attributes.is_empty());
+        let attributes = if wants_attributes {
+            let out = cloud
+                .elb(
+                    "DescribeTargetGroupAttributes",
+                    cloud
+                        .elbv2
+                        .describe_target_group_attributes()
+                        .target_group_arn(&arn)
+                        .send(),
+                )
+                .await?;
+            Some(
+                out.attributes()
+                    .iter()
+                    .filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string())))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        let health = cloud
+            .elb(
+                "DescribeTargetHealth",
+                cloud
+                    .elbv2
+                    .describe_target_health()
+                    .target_group_arn(&arn)
+                    .send(),
+            )
+            .await?;
+        let targets = health
+            .target_health_descriptions()
+            .iter()
+            .filter_map(|d| d.target())
+            .filter_map(|t| {
+                Some(Target {
+                    id: t.id()?.to_string(),
+                    port: u16::try_from(t.port()?).ok()?,
+                })
+            })
+            .collect();
+        observed_tgs.push(ObservedTargetGroup {
+            arn,
+            name,
+            port: tg
+                .port()
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or_default(),
+            protocol: tg.protocol().and_then(|p| NlbProtocol::parse(p.as_str())),
+            target_type: tg.target_type().and_then(|t| match t {
+                TargetTypeEnum::Instance => Some(TargetType::Instance),
+                TargetTypeEnum::Ip => Some(TargetType::Ip),
+                _ => None,
+            }),
+            health_check: health_check_of(&tg),
+            tags: tg_tags,
+            attributes,
+            targets,
+        });
+    }
+
+    let observed = Observed {
+        load_balancer: Some(ObservedLoadBalancer {
+            arn: lb_arn,
+            name: lb.load_balancer_name().unwrap_or_default().to_string(),
+            dns_name: lb.dns_name().unwrap_or_default().to_string(),
+            tags: lb_tags,
+            attributes: lb_attributes,
+        }),
+        listeners: listeners
+            .iter()
+            .map(|l| ObservedListener {
+                arn: l.listener_arn().unwrap_or_default().to_string(),
+                port: l
+                    .port()
+                    .and_then(|p| u16::try_from(p).ok())
+                    .unwrap_or_default(),
+                protocol: l.protocol().and_then(|p| NlbProtocol::parse(p.as_str())),
+                certificates: l
+                    .certificates()
+                    .iter()
+                    .filter_map(|c| c.certificate_arn().map(str::to_string))
+                    .collect(),
+                ssl_policy: l.ssl_policy().map(str::to_string),
+                target_group_arn: forward_target(l),
+            })
+            .collect(),
+        target_groups: observed_tgs,
+    };
+    Ok((observed, vpc_id))
+}
+
+/// The target group a listener forwards to.
+fn forward_target(l: &Listener) -> Option<String> {
+    l.default_actions().iter().find_map(|a| {
+        a.target_group_arn().map(str::to_string).or_else(|| {
+            a.forward_config()
+                .and_then(|f| f.target_groups().first())
+                .and_then(|t| t.target_group_arn())
+                .map(str::to_string)
+        })
+    })
+}
+
+fn health_check_of(tg: &TargetGroup) -> HealthCheck {
+    let protocol = match tg.health_check_protocol() {
+        Some(ProtocolEnum::Http) => HcProtocol::Http,
+        Some(ProtocolEnum::Https) => HcProtocol::Https,
+        _ => HcProtocol::Tcp,
+    };
+    let port = match tg.health_check_port() {
+        Some("traffic-port") | None => HcPort::TrafficPort,
+        Some(p) => p.parse().map(HcPort::Port).unwrap_or(HcPort::TrafficPort),
+    };
+    let num = |v: Option<i32>| v.and_then(|v| u16::try_from(v).ok()).unwrap_or_default();
+    HealthCheck {
+        protocol,
+        port,
+        path: match protocol {
+            HcProtocol::Tcp => None,
+            _ => tg.health_check_path().map(str::to_string),
+        },
+        interval_secs: num(tg.health_check_interval_seconds()),
+        timeout_secs: num(tg.health_check_timeout_seconds()),
+        healthy_threshold: num(tg.healthy_threshold_count()) as u8,
+        unhealthy_threshold: num(tg.unhealthy_threshold_count()) as u8,
+        success_codes: match protocol {
+            HcProtocol::Tcp => None,
+            _ => tg.matcher().and_then(|m| m.http_code()).map(str::to_string),
+        },
+    }
+}
+
+/// Tags of many resources, 20 per call.
+pub async fn describe_tags(
+    cloud: &Cloud,
+    arns: &[String],
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, ProviderError> {
+    let mut out = BTreeMap::new();
+    for chunk in arns.chunks(TAGS_PER_CALL) {
+        let resp = cloud
+            .elb(
+                "DescribeTags",
+                cloud
+                    .elbv2
+                    .describe_tags()
+                    .set_resource_arns(Some(chunk.to_vec()))
+                    .send(),
+            )
+            .await?;
+        for d in resp.tag_descriptions() {
+            let Some(arn) = d.resource_arn() else {
+                continue;
+            };
+            let tags = d
+                .tags()
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        t.key()?.to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    ))
+                })
+                .collect();
+            out.insert(arn.to_string(), tags);
+        }
+    }
+    Ok(out)
+}
+
+/// Every load balancer and target group of this cluster that is tagged for
+/// `key`, found by listing and reading tags (used when deleting, when the
+/// names the Service had are not known).
+pub async fn owned_by(
+    cloud: &Cloud,
+    cluster: &str,
+    key: &ServiceKey,
+) -> Result<(Vec<String>, Vec<String>), ProviderError> {
+    let mut lbs = Vec::new();
+    let mut pages = cloud
+        .elbv2
+        .describe_load_balancers()
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = cloud
+            .elb("DescribeLoadBalancers", std::future::ready(page))
+            .await?;
+        lbs.extend(
+            page.load_balancers()
+                .iter()
+                .filter_map(|l| l.load_balancer_arn().map(str::to_string)),
+        );
+    }
+    let mut tgs = Vec::new();
+    let mut pages = cloud.elbv2.describe_target_groups().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = cloud
+            .elb("DescribeTargetGroups", std::future::ready(page))
+            .await?;
+        tgs.extend(
+            page.target_groups()
+                .iter()
+                .filter_map(|t| t.target_group_arn().map(str::to_string)),
+        );
+    }
+    let all: Vec<String> = lbs.iter().chain(tgs.iter()).cloned().collect();
+    let tags = describe_tags(cloud, &all).await?;
+    let ours = |arn: &String| {
+        tags.get(arn)
+            .is_some_and(|t| tags::is_owned_by(t, cluster, key))
+    };
+    Ok((
+        lbs.into_iter().filter(|a| ours(a)).collect(),
+        tgs.into_iter().filter(|a| ours(a)).collect(),
+    ))
+}

@@ -1,0 +1,336 @@
+//! [`AwsProvider`]: observe → plan → apply for one Service's NLB.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::Filter;
+use ferrolb_provider_api::{
+    Ingress, LoadBalancerIntent, LoadBalancerStatus, Provider, ProviderError, ServiceKey,
+};
+use tracing::{debug, info};
+
+use crate::annotations::{self, Scheme};
+use crate::apply::{self, delete_load_balancer, delete_target_group};
+use crate::cloud::Cloud;
+use crate::model;
+use crate::observe;
+use crate::plan::{self, Action};
+use crate::subnets::{self, SubnetInfo};
+use crate::tags::legacy_cluster_tag;
+
+/// How long the VPC's subnets and route tables are trusted before being read again.
+const SUBNET_CACHE_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Debug)]
+pub struct AwsConfig {
+    pub cluster_name: String,
+}
+
+/// What ferrolb last made for a Service, so `delete` needs no scan.
+#[derive(Clone, Debug)]
+struct Known {
+    lb_arn: String,
+    target_groups: Vec<String>,
+}
+
+pub struct AwsProvider {
+    cloud: Cloud,
+    cluster: String,
+    known: Mutex<HashMap<ServiceKey, Known>>,
+    subnets: Mutex<Option<(Instant, Vec<SubnetInfo>)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl AwsProvider {
+    /// Credentials and region from the default chain; the endpoint from
+    /// `AWS_ENDPOINT_URL` when set.
+    pub async fn new(config: AwsConfig) -> Self {
+        let sdk = aws_config::load_from_env().await;
+        Self::from_sdk(&sdk, config)
+    }
+
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, config: AwsConfig) -> Self {
+        Self {
+            cloud: Cloud::new(sdk),
+            cluster: config.cluster_name,
+            known: Mutex::default(),
+            subnets: Mutex::default(),
+        }
+    }
+
+    /// The subnets of the cluster's VPC (the VPC of the subnets tagged
+    /// `kubernetes.io/cluster/<cluster>`), with whether each routes to an
+    /// internet gateway.
+    async fn vpc_subnets(&self) -> Result<Vec<SubnetInfo>, ProviderError> {
+        if let Some((_, subnets)) = lock(&self.subnets)
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < SUBNET_CACHE_TTL)
+        {
+            return Ok(subnets.clone());
+        }
+        let tagged = self
+            .cloud
+            .ec2(
+                "DescribeSubnets",
+                self.cloud
+                    .ec2
+                    .describe_subnets()
+                    .filters(
+                        Filter::builder()
+                            .name("tag-key")
+                            .values(legacy_cluster_tag(&self.cluster))
+                            .build(),
+                    )
+                    .send(),
+            )
+            .await?;
+        let mut vpcs: Vec<String> = tagged
+            .subnets()
+            .iter()
+            .filter_map(|s| s.vpc_id().map(str::to_string))
+            .collect();
+        vpcs.sort();
+        vpcs.dedup();
+        let vpc = match vpcs.as_slice() {
+            [vpc] => vpc.clone(),
+            [] => {
+                return Err(ProviderError::unsatisfiable(format!(
+                    "no subnet is tagged {}; tag the cluster's subnets so ferrolb can find its VPC",
+                    legacy_cluster_tag(&self.cluster)
+                )));
+            }
+            many => {
+                return Err(ProviderError::unsatisfiable(format!(
+                    "subnets tagged {} lie in several VPCs ({}); the cluster must use one",
+                    legacy_cluster_tag(&self.cluster),
+                    many.join(", ")
+                )));
+            }
+        };
+        let vpc_filter = || Filter::builder().name("vpc-id").values(&vpc).build();
+        let all = self
+            .cloud
+            .ec2(
+                "DescribeSubnets",
+                self.cloud
+                    .ec2
+                    .describe_subnets()
+                    .filters(vpc_filter())
+                    .send(),
+            )
+            .await?;
+        let tables = self
+            .cloud
+            .ec2(
+                "DescribeRouteTables",
+                self.cloud
+                    .ec2
+                    .describe_route_tables()
+                    .filters(vpc_filter())
+                    .send(),
+            )
+            .await?;
+        let routes_to_igw = |t: &aws_sdk_ec2::types::RouteTable| {
+            t.routes().iter().any(|r| {
+                r.destination_cidr_block() == Some("0.0.0.0/0")
+                    && r.gateway_id().is_some_and(|g| g.starts_with("igw-"))
+            })
+        };
+        let main_public = tables
+            .route_tables()
+            .iter()
+            .find(|t| t.associations().iter().any(|a| a.main() == Some(true)))
+            .is_some_and(routes_to_igw);
+        let mut explicit: BTreeMap<String, bool> = BTreeMap::new();
+        for t in tables.route_tables() {
+            for a in t.associations() {
+                if let Some(s) = a.subnet_id() {
+                    explicit.insert(s.to_string(), routes_to_igw(t));
+                }
+            }
+        }
+        let infos: Vec<SubnetInfo> = all
+            .subnets()
+            .iter()
+            .map(|s| {
+                let id = s.subnet_id().unwrap_or_default().to_string();
+                SubnetInfo {
+                    public: explicit.get(&id).copied().unwrap_or(main_public),
+                    id,
+                    zone: s.availability_zone().unwrap_or_default().to_string(),
+                    zone_type: "availability-zone".to_string(),
+                    vpc_id: vpc.clone(),
+                    cidr: s.cidr_block().unwrap_or_default().to_string(),
+                    tags: s
+                        .tags()
+                        .iter()
+                        .filter_map(|t| {
+                            Some((
+                                t.key()?.to_string(),
+                                t.value().unwrap_or_default().to_string(),
+                            ))
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        *lock(&self.subnets) = Some((Instant::now(), infos.clone()));
+        Ok(infos)
+    }
+
+    /// Removes what an earlier ensure made for this Service and the current one
+    /// no longer uses (a load balancer replaced because its name changed).
+    async fn drop_replaced(&self, key: &ServiceKey, current: &Known) -> Result<(), ProviderError> {
+        let previous = lock(&self.known).get(key).cloned();
+        let Some(previous) = previous else {
+            return Ok(());
+        };
+        if previous.lb_arn != current.lb_arn {
+            info!(service = %key, old = %previous.lb_arn, "deleting the load balancer this Service no longer uses");
+            delete_load_balancer(&self.cloud, &previous.lb_arn).await?;
+        }
+        for tg in previous
+            .target_groups
+            .iter()
+            .filter(|t| !current.target_groups.contains(t))
+        {
+            delete_target_group(&self.cloud, tg).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for AwsProvider {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "aws_calls",
+            "AWS API calls, by service, operation and outcome",
+            self.cloud.calls.clone(),
+        );
+    }
+
+    async fn ensure(
+        &self,
+        intent: &LoadBalancerIntent,
+    ) -> Result<LoadBalancerStatus, ProviderError> {
+        let opts = annotations::parse(
+            &intent.annotations,
+            &intent.ports,
+            intent.traffic_policy,
+            intent.health_check_node_port,
+        )?;
+        if !intent.source_ranges.is_empty() || !opts.source_ranges.is_empty() {
+            return Err(ProviderError::invalid(
+                "spec.loadBalancerSourceRanges",
+                "source ranges are not supported by this version of ferrolb's AWS provider yet; nothing was created",
+            ));
+        }
+        let mut desired = model::build(intent, &opts, &self.cluster, Vec::new())?;
+        let (observed, vpc_id) =
+            observe::observe(&self.cloud, &desired, &self.cluster, &intent.key).await?;
+        let actions = plan::plan(&desired, &observed);
+        let mut vpc_id = vpc_id;
+        if actions.contains(&Action::CreateLoadBalancer) {
+            let infos = self.vpc_subnets().await?;
+            let scheme = match opts.scheme {
+                Scheme::InternetFacing => subnets::Scheme::InternetFacing,
+                Scheme::Internal => subnets::Scheme::Internal,
+            };
+            desired.subnets = if opts.subnets.is_empty() {
+                subnets::choose(&infos, &self.cluster, scheme)
+            } else {
+                subnets::resolve(&opts.subnets, &infos, scheme)
+            }
+            .map_err(|reason| {
+                ProviderError::invalid(
+                    "metadata.annotations[service.beta.kubernetes.io/aws-load-balancer-subnets]",
+                    reason,
+                )
+            })?;
+            for (what, n) in [
+                ("eip-allocations", desired.eip_allocations.len()),
+                (
+                    "private-ipv4-addresses",
+                    desired.private_ipv4_addresses.len(),
+                ),
+            ] {
+                if n != 0 && n != desired.subnets.len() {
+                    return Err(ProviderError::invalid(
+                        format!(
+                            "metadata.annotations[service.beta.kubernetes.io/aws-load-balancer-{what}]"
+                        ),
+                        format!(
+                            "gives {n} entries for {} subnets; give one per subnet",
+                            desired.subnets.len()
+                        ),
+                    ));
+                }
+            }
+            vpc_id = infos.first().map(|s| s.vpc_id.clone());
+        }
+        if actions.is_empty() {
+            debug!(service = %intent.key, "load balancer up to date");
+        } else {
+            info!(service = %intent.key, actions = actions.len(), "applying plan");
+            debug!(service = %intent.key, ?actions, "plan");
+        }
+        let existing = observed
+            .load_balancer
+            .as_ref()
+            .map(|lb| (lb.arn.clone(), lb.dns_name.clone()));
+        let applied =
+            apply::apply(&self.cloud, &desired, &actions, existing, vpc_id.as_deref()).await?;
+
+        let current = Known {
+            lb_arn: applied.arn.clone(),
+            target_groups: desired
+                .target_groups
+                .iter()
+                .filter_map(|d| {
+                    applied.new_target_groups.get(&d.name).cloned().or_else(|| {
+                        observed
+                            .target_groups
+                            .iter()
+                            .find(|t| t.name == d.name)
+                            .map(|t| t.arn.clone())
+                    })
+                })
+                .collect(),
+        };
+        self.drop_replaced(&intent.key, &current).await?;
+        lock(&self.known).insert(intent.key.clone(), current);
+        Ok(LoadBalancerStatus {
+            ingress: vec![Ingress::Hostname(applied.dns_name)],
+            annotations: BTreeMap::new(),
+        })
+    }
+
+    async fn delete(&self, key: &ServiceKey) -> Result<(), ProviderError> {
+        // Always found by tags: a name can be reused, and what the last ensure
+        // made may not be all there is (a restart, a crash halfway).
+        let (lbs, tgs) = observe::owned_by(&self.cloud, &self.cluster, key).await?;
+        // The load balancer first: deleting it deletes its listeners, after
+        // which its target groups are free to go. Stopped halfway, the next
+        // attempt finds the rest by their tags.
+        for lb in &lbs {
+            delete_load_balancer(&self.cloud, lb).await?;
+        }
+        for tg in &tgs {
+            delete_target_group(&self.cloud, tg).await?;
+        }
+        if !lbs.is_empty() || !tgs.is_empty() {
+            info!(service = %key, load_balancers = lbs.len(), target_groups = tgs.len(), "deleted");
+        }
+        lock(&self.known).remove(key);
+        Ok(())
+    }
+}
