@@ -186,6 +186,14 @@ async fn lead(
         }
     }
 
+    // Leftovers of Services that are gone: at start, then every resync.
+    tokio::spawn(crate::orphans::sweep_every(
+        client.clone(),
+        provider.clone(),
+        config.clone(),
+        config.resync,
+    ));
+
     let ctx = Arc::new(Context::new(
         client,
         config,

@@ -10,6 +10,7 @@ pub mod intent;
 pub mod leader;
 pub mod metrics;
 pub mod nodes;
+pub mod orphans;
 pub mod reconcile;
 
 use std::path::Path;

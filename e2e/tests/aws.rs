@@ -475,6 +475,41 @@ async fn foreign_load_balancer_and_bad_annotations_are_left_alone() -> Result<()
         .load_balancer_arn()
         .unwrap()
         .to_string();
+    // Leftovers of a Service that no longer exists, tagged as ours; and a
+    // target group of another cluster, which must survive.
+    let tag = |k: &str, v: &str| {
+        aws_sdk_elasticloadbalancingv2::types::Tag::builder()
+            .key(k)
+            .value(v)
+            .build()
+    };
+    let ghost = aws
+        .elb
+        .create_load_balancer()
+        .name("ghost")
+        .r#type(aws_sdk_elasticloadbalancingv2::types::LoadBalancerTypeEnum::Network)
+        .subnets(aws.seed.private_subnets.values().next().unwrap())
+        .tags(tag("ferrolb.io/cluster", CLUSTER))
+        .tags(tag("ferrolb.io/service", "test/ghost"))
+        .tags(tag("ferrolb.io/role", "load-balancer"))
+        .send()
+        .await?;
+    let ghost_arn = ghost.load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    for (name, cluster) in [("ghost-tg", CLUSTER), ("other-cluster-tg", "other")] {
+        aws.elb
+            .create_target_group()
+            .name(name)
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Tcp)
+            .port(30000)
+            .vpc_id(&aws.seed.vpc_id)
+            .tags(tag("ferrolb.io/cluster", cluster))
+            .tags(tag("ferrolb.io/service", "test/ghost"))
+            .send()
+            .await?;
+    }
     let ctl = aws.controller(&[])?;
     let check = async {
         aws.service("collides", &[("TCP", 80)], |s| {
@@ -506,6 +541,20 @@ async fn foreign_load_balancer_and_bad_annotations_are_left_alone() -> Result<()
             "{note}"
         );
 
+        wait_for(
+            "the ghost's leftovers to be collected",
+            Duration::from_secs(30),
+            || async {
+                let acc = aws.account().await?;
+                let lb_gone = !acc
+                    .load_balancers
+                    .iter()
+                    .any(|l| l.load_balancer_arn() == Some(ghost_arn.as_str()));
+                Ok((lb_gone && !acc.target_groups.contains_key("ghost-tg")).then_some(()))
+            },
+        )
+        .await?;
+
         aws.env
             .services()
             .delete("collides", &DeleteParams::default())
@@ -522,9 +571,11 @@ async fn foreign_load_balancer_and_bad_annotations_are_left_alone() -> Result<()
             [foreign_arn.as_str()],
             "only the foreign LB exists, untouched"
         );
-        assert!(
-            acc.target_groups.is_empty(),
-            "nothing was created for either Service"
+        let tgs: Vec<&String> = acc.target_groups.keys().collect();
+        assert_eq!(
+            tgs,
+            ["other-cluster-tg"],
+            "nothing created for either Service; the other cluster's group kept"
         );
         let tags = aws
             .elb

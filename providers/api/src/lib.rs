@@ -16,7 +16,7 @@ pub use intent::{
     ServiceKey, TrafficPolicy,
 };
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -82,6 +82,14 @@ pub trait Provider: Send + Sync + 'static {
     async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
         let _ = owned;
         Ok(())
+    }
+
+    /// The Services that own something in the provider's world, found by the
+    /// provider's ownership marks (tags), whether or not the Service still
+    /// exists. The controller calls `delete` for each one whose Service is
+    /// gone: that is how leaked resources are collected. Default: none.
+    async fn owners(&self) -> Result<BTreeSet<ServiceKey>, ProviderError> {
+        Ok(BTreeSet::new())
     }
 
     /// Make the load balancer for `intent` exist and match it. Idempotent: a call

@@ -317,14 +317,12 @@ pub async fn describe_tags(
     Ok(out)
 }
 
-/// Every load balancer and target group of this cluster that is tagged for
-/// `key`, found by listing and reading tags (used when deleting, when the
-/// names the Service had are not known).
-pub async fn owned_by(
+/// What this cluster owns, per Service: load balancers and target groups,
+/// found by listing them all and reading their tags (20 per call).
+pub async fn owned(
     cloud: &Cloud,
     cluster: &str,
-    key: &ServiceKey,
-) -> Result<(Vec<String>, Vec<String>), ProviderError> {
+) -> Result<BTreeMap<ServiceKey, (Vec<String>, Vec<String>)>, ProviderError> {
     let mut lbs = Vec::new();
     let mut pages = cloud
         .elbv2
@@ -355,12 +353,17 @@ pub async fn owned_by(
     }
     let all: Vec<String> = lbs.iter().chain(tgs.iter()).cloned().collect();
     let tags = describe_tags(cloud, &all).await?;
-    let ours = |arn: &String| {
-        tags.get(arn)
-            .is_some_and(|t| tags::is_owned_by(t, cluster, key))
-    };
-    Ok((
-        lbs.into_iter().filter(|a| ours(a)).collect(),
-        tgs.into_iter().filter(|a| ours(a)).collect(),
-    ))
+    let owner = |arn: &String| tags.get(arn).and_then(|t| tags::owner(t, cluster));
+    let mut out: BTreeMap<ServiceKey, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for lb in &lbs {
+        if let Some(key) = owner(lb) {
+            out.entry(key).or_default().0.push(lb.clone());
+        }
+    }
+    for tg in &tgs {
+        if let Some(key) = owner(tg) {
+            out.entry(key).or_default().1.push(tg.clone());
+        }
+    }
+    Ok(out)
 }

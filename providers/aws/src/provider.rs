@@ -1,6 +1,6 @@
 //! [`AwsProvider`]: observe → plan → apply for one Service's NLB.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -314,10 +314,20 @@ impl Provider for AwsProvider {
         })
     }
 
+    async fn owners(&self) -> Result<BTreeSet<ServiceKey>, ProviderError> {
+        Ok(observe::owned(&self.cloud, &self.cluster)
+            .await?
+            .into_keys()
+            .collect())
+    }
+
     async fn delete(&self, key: &ServiceKey) -> Result<(), ProviderError> {
         // Always found by tags: a name can be reused, and what the last ensure
         // made may not be all there is (a restart, a crash halfway).
-        let (lbs, tgs) = observe::owned_by(&self.cloud, &self.cluster, key).await?;
+        let (lbs, tgs) = observe::owned(&self.cloud, &self.cluster)
+            .await?
+            .remove(key)
+            .unwrap_or_default();
         // The load balancer first: deleting it deletes its listeners, after
         // which its target groups are free to go. Stopped halfway, the next
         // attempt finds the rest by their tags.

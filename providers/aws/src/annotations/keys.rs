@@ -293,22 +293,23 @@ pub const ANNOTATIONS: &[AnnotationDoc] = &[
         "`key=value,…` (label syntax, empty values allowed)",
         "none",
         "CCM, LBC",
-        "With instance targets, only nodes carrying all these labels are registered.",
+        "Meant to register only nodes carrying all these labels. Not supported yet: a \
+         Service that sets it gets a Warning Event and no load balancer.",
     ),
     doc(
         SECURITY_GROUPS,
         "comma list of security group IDs or names",
-        "a managed security group",
+        "none: the NLB has no security group",
         "CCM (managed mode), LBC",
-        "Security groups to attach to the load balancer instead of a managed one.",
+        "Security groups to attach to the load balancer when it is created.",
     ),
     doc(
         MANAGE_BACKEND_SG_RULES,
         "`true`, `false`",
         "`true`; `false` when `security-groups` is set",
         "LBC",
-        "Whether ferrolb adds the node or pod security-group rules that let the load \
-         balancer reach the targets.",
+        "Parsed and validated. ferrolb does not manage node or pod security-group rules \
+         yet, so the value changes nothing today.",
     ),
     doc(
         IP_ADDRESS_TYPE,
@@ -322,7 +323,8 @@ pub const ANNOTATIONS: &[AnnotationDoc] = &[
         "comma list of CIDRs",
         "`0.0.0.0/0` (everyone)",
         "Kubernetes, CCM, LBC",
-        "Client ranges allowed in. Used only when `spec.loadBalancerSourceRanges` is \
-         empty.",
+        "Client ranges allowed in, when `spec.loadBalancerSourceRanges` is empty. Not \
+         supported yet: a Service with source ranges (here or in the spec) gets a \
+         Warning Event and no load balancer.",
     ),
 ];
