@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferrolb_provider_api::{LoadBalancerIntent, Protocol, ProviderError};
+use ferrolb_provider_api::{LoadBalancerIntent, Protocol, ProviderError, TrafficPolicy};
 
 use crate::annotations::{
     AwsOptions, BackendProtocol, HealthCheck, IpAddressType, Scheme, TargetType,
@@ -257,7 +257,7 @@ fn targets(
                     ));
                 }
             };
-            let targets = intent
+            let targets: BTreeSet<Target> = intent
                 .targets
                 .iter()
                 .filter_map(|n| n.provider_id.as_deref().and_then(parse_provider_id))
@@ -266,6 +266,14 @@ fn targets(
                     port: node_port,
                 })
                 .collect();
+            // A `Local` Service with no ready endpoint has no target for a
+            // while, legitimately; a `Cluster` one without any node would be
+            // a load balancer that can never carry traffic.
+            if targets.is_empty() && intent.traffic_policy == TrafficPolicy::Cluster {
+                return Err(ProviderError::unsatisfiable(
+                    "no eligible node has an AWS providerID (aws:///<zone>/<instance-id>); the load balancer is built once one does",
+                ));
+            }
             Ok((node_port, targets))
         }
         TargetType::Ip => {
@@ -299,5 +307,165 @@ fn targets(
                 .collect();
             Ok((target_port, targets))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_provider_api::{
+        Endpoint, IpFamily, IpFamilyPolicy, NodeTarget, PortIntent, ServiceKey,
+    };
+
+    fn intent(ports: &[(Protocol, u16, Option<u16>)], nodes: &[&str]) -> LoadBalancerIntent {
+        LoadBalancerIntent {
+            key: ServiceKey::new("shop", "web"),
+            uid: "3f1c".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            ports: ports
+                .iter()
+                .map(|(protocol, port, node_port)| PortIntent {
+                    name: None,
+                    protocol: *protocol,
+                    port: *port,
+                    node_port: *node_port,
+                    target_port: Some(8000 + *port),
+                })
+                .collect(),
+            traffic_policy: TrafficPolicy::Cluster,
+            health_check_node_port: None,
+            targets: nodes
+                .iter()
+                .map(|n| NodeTarget {
+                    name: n.to_string(),
+                    addresses: vec![],
+                    provider_id: Some(format!("aws:///us-east-1a/i-{n}")),
+                    zone: None,
+                })
+                .collect(),
+            endpoints: vec![Endpoint {
+                address: "10.1.0.7".parse().unwrap(),
+                node_name: Some("a1".into()),
+                zone: None,
+            }],
+            requested_addresses: vec![],
+            source_ranges: vec![],
+            ip_families: vec![IpFamily::V4],
+            ip_family_policy: IpFamilyPolicy::SingleStack,
+        }
+    }
+
+    fn opts(i: &LoadBalancerIntent, ann: &[(&str, &str)]) -> AwsOptions {
+        let ann = ann
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        crate::annotations::parse(&ann, &i.ports, i.traffic_policy, i.health_check_node_port)
+            .unwrap()
+    }
+
+    #[test]
+    fn one_listener_and_target_group_per_port_number() {
+        let i = intent(
+            &[
+                (Protocol::Tcp, 80, Some(30080)),
+                (Protocol::Tcp, 53, Some(30053)),
+                (Protocol::Udp, 53, Some(30053)),
+            ],
+            &["a1", "b2"],
+        );
+        let lb = build(&i, &opts(&i, &[]), "prod", vec![]).unwrap();
+        let listeners: Vec<(u16, NlbProtocol)> =
+            lb.listeners.iter().map(|l| (l.port, l.protocol)).collect();
+        assert_eq!(
+            listeners,
+            [(53, NlbProtocol::TcpUdp), (80, NlbProtocol::Tcp)]
+        );
+        let tg = &lb.target_groups[1];
+        assert_eq!((tg.port, tg.protocol), (30080, NlbProtocol::Tcp));
+        let ids: Vec<&str> = tg.targets.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["i-a1", "i-b2"]);
+        assert!(tg.targets.iter().all(|t| t.port == 30080));
+        assert!(lb.name.len() <= 32 && tg.name.len() <= 32);
+        assert_eq!(
+            lb.tags.get("ferrolb.io/service").map(String::as_str),
+            Some("shop/web")
+        );
+        assert_ne!(lb.target_groups[0].name, lb.target_groups[1].name);
+    }
+
+    #[test]
+    fn ip_targets_are_the_ready_endpoints_on_the_target_port() {
+        let i = intent(&[(Protocol::Tcp, 80, Some(30080))], &["a1"]);
+        let o = opts(
+            &i,
+            &[(
+                "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type",
+                "ip",
+            )],
+        );
+        let lb = build(&i, &o, "prod", vec![]).unwrap();
+        let tg = &lb.target_groups[0];
+        assert_eq!(tg.port, 8080);
+        let t: Vec<(String, u16)> = tg.targets.iter().map(|t| (t.id.clone(), t.port)).collect();
+        assert_eq!(t, [("10.1.0.7".to_string(), 8080)]);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases: Vec<(LoadBalancerIntent, &str)> = vec![
+            (
+                intent(&[(Protocol::Sctp, 80, Some(30080))], &["a1"]),
+                "spec.ports[0].protocol",
+            ),
+            (
+                intent(&[(Protocol::Tcp, 80, None)], &["a1"]),
+                "spec.allocateLoadBalancerNodePorts",
+            ),
+            (
+                intent(
+                    &[
+                        (Protocol::Tcp, 53, Some(30053)),
+                        (Protocol::Udp, 53, Some(31053)),
+                    ],
+                    &["a1"],
+                ),
+                "different nodePorts",
+            ),
+            (
+                {
+                    let mut i = intent(&[(Protocol::Tcp, 80, Some(30080))], &["a1"]);
+                    i.requested_addresses = vec!["192.0.2.1".parse().unwrap()];
+                    i
+                },
+                "spec.loadBalancerIP",
+            ),
+            (
+                intent(&[(Protocol::Tcp, 80, Some(30080))], &[]),
+                "no eligible node",
+            ),
+        ];
+        for (n, (i, want)) in cases.into_iter().enumerate() {
+            let o = if i.ports[0].protocol == Protocol::Sctp {
+                // The annotation parser refuses SCTP too; the model must on its own.
+                let mut i2 = i.clone();
+                i2.ports[0].protocol = Protocol::Tcp;
+                opts(&i2, &[])
+            } else {
+                opts(&i, &[])
+            };
+            let err = build(&i, &o, "prod", vec![]).unwrap_err().to_string();
+            assert!(err.contains(want), "case {n}: {err:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn local_service_without_endpoints_still_gets_its_load_balancer() {
+        let mut i = intent(&[(Protocol::Tcp, 80, Some(30080))], &[]);
+        i.traffic_policy = TrafficPolicy::Local;
+        i.health_check_node_port = Some(32000);
+        let lb = build(&i, &opts(&i, &[]), "prod", vec![]).unwrap();
+        assert!(lb.target_groups[0].targets.is_empty());
     }
 }
