@@ -62,18 +62,43 @@ fn is_executable(path: &Path) -> bool {
 }
 
 async fn run_build_script() -> Result<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane-bins.sh");
-    tracing::info!(script = %script.display(), "locating control-plane binaries (the first run builds them, which takes minutes)");
-    // stderr is inherited so that build progress and compiler errors reach the terminal.
+    let (script, dir) = script_output(
+        "control-plane-bins.sh",
+        "locating control-plane binaries (the first run builds them, which takes minutes)",
+        BUILD_TIMEOUT,
+    )
+    .await?;
+    if let Some(missing) = missing_binary(&dir) {
+        bail!(
+            "{} printed {}, which has no executable {missing}",
+            script.display(),
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Runs `e2e/scripts/<name>` and takes the last non-empty line it printed
+/// (the scripts print the path of what they built or found there). Its stderr
+/// goes to the terminal, so build progress and errors stay visible.
+pub(crate) async fn script_output(
+    name: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<(PathBuf, PathBuf)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name);
+    tracing::info!(script = %script.display(), "{what}");
     let output = Command::new("bash")
         .arg(&script)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .output();
-    let output = tokio::time::timeout(BUILD_TIMEOUT, output)
+    let output = tokio::time::timeout(timeout, output)
         .await
-        .with_context(|| format!("{} did not finish in {BUILD_TIMEOUT:?}", script.display()))?
+        .with_context(|| format!("{} did not finish in {timeout:?}", script.display()))?
         .with_context(|| format!("running {}", script.display()))?;
     if !output.status.success() {
         bail!(
@@ -83,19 +108,12 @@ async fn run_build_script() -> Result<PathBuf> {
         );
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let dir = stdout
+    let last = stdout
         .lines()
         .rev()
         .map(str::trim)
         .find(|line| !line.is_empty())
         .map(PathBuf::from)
-        .with_context(|| format!("{} printed no directory", script.display()))?;
-    if let Some(missing) = missing_binary(&dir) {
-        bail!(
-            "{} printed {}, which has no executable {missing}",
-            script.display(),
-            dir.display()
-        );
-    }
-    Ok(dir)
+        .with_context(|| format!("{} printed nothing", script.display()))?;
+    Ok((script, last))
 }

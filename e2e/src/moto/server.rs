@@ -1,11 +1,9 @@
 //! Where moto_server comes from.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use tokio::process::Command;
+use anyhow::{Result, bail};
 use tokio::sync::OnceCell;
 
 /// Installing moto from PyPI takes about a minute; allow for a slow network.
@@ -31,34 +29,12 @@ async fn find() -> Result<PathBuf> {
         }
         return Ok(path);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-venv.sh");
-    tracing::info!(script = %script.display(), "locating moto_server (the first run installs it)");
-    // stderr is inherited so that pip's progress and errors reach the terminal.
-    let output = Command::new("bash")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(INSTALL_TIMEOUT, output)
-        .await
-        .with_context(|| format!("{} did not finish in {INSTALL_TIMEOUT:?}", script.display()))?
-        .with_context(|| format!("running {}", script.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed ({}); its stderr is above",
-            script.display(),
-            output.status
-        );
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let path = stdout
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .map(PathBuf::from)
-        .with_context(|| format!("{} printed no path", script.display()))?;
+    let (script, path) = crate::binaries::script_output(
+        "moto-venv.sh",
+        "locating moto_server (the first run installs it)",
+        INSTALL_TIMEOUT,
+    )
+    .await?;
     if !is_executable(&path) {
         bail!(
             "{} printed {}, which is not an executable file",
