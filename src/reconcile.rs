@@ -230,18 +230,10 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         service: key.clone(),
     })?;
 
-    patch_annotations(ctx, svc, &status).await?;
+    write_annotations(ctx, svc, &status.annotations).await?;
     let desired = desired_ingress(&status);
     if desired != current {
-        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
-        let patch = json!({ "status": { "loadBalancer": { "ingress": desired } } });
-        api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(|source| Error::PatchStatus {
-                source,
-                service: key.clone(),
-            })?;
-        ctx.metrics.status_patches.inc();
+        write_ingress(ctx, &key, Some(&desired)).await?;
         let addrs: Vec<String> = status.ingress.iter().map(ingress_string).collect();
         info!(ingress = ?addrs, "status updated");
         ctx.publish(
@@ -281,32 +273,15 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     // A Service on its way out needs no tidying; one that stays (type or class
     // changed) must not keep an address it no longer has.
     if svc.metadata.deletion_timestamp.is_none() {
-        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
         let ours: BTreeMap<String, Option<String>> = ctx
             .provider
             .owned_annotations()
             .iter()
-            .filter(|k| svc.annotations().contains_key(**k))
             .map(|k| (k.to_string(), None))
             .collect();
-        if !ours.is_empty() {
-            let patch = json!({ "metadata": { "annotations": ours } });
-            api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|source| Error::PatchAnnotations {
-                    source,
-                    service: key.clone(),
-                })?;
-        }
+        write_annotations(ctx, svc, &ours).await?;
         if !current_ingress(svc).is_empty() {
-            let patch = json!({ "status": { "loadBalancer": { "ingress": null } } });
-            api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|source| Error::PatchStatus {
-                    source,
-                    service: key.clone(),
-                })?;
-            ctx.metrics.status_patches.inc();
+            write_ingress(ctx, &key, None).await?;
         }
     }
     ctx.publish(
@@ -348,14 +323,15 @@ async fn remove_finalizer(api: &Api<Service>, svc: &Service) -> Result<(), Error
     }
 }
 
-async fn patch_annotations(
+/// Sets (`Some`) or removes (`None`) the given annotations, writing only
+/// those that differ from what the Service shows.
+async fn write_annotations(
     ctx: &Context,
     svc: &Service,
-    status: &LoadBalancerStatus,
+    wanted: &BTreeMap<String, Option<String>>,
 ) -> Result<(), Error> {
     let current = svc.annotations();
-    let changes: BTreeMap<&String, &Option<String>> = status
-        .annotations
+    let changes: BTreeMap<&String, &Option<String>> = wanted
         .iter()
         .filter(|(k, v)| current.get(*k) != v.as_ref())
         .collect();
@@ -370,6 +346,24 @@ async fn patch_annotations(
         .map_err(|source| Error::PatchAnnotations {
             source,
             service: key,
+        })?;
+    ctx.metrics.status_patches.inc();
+    Ok(())
+}
+
+/// Writes `status.loadBalancer.ingress` (`None` removes it).
+async fn write_ingress(
+    ctx: &Context,
+    key: &ServiceKey,
+    ingress: Option<&[LoadBalancerIngress]>,
+) -> Result<(), Error> {
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
+    let patch = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
+    api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::PatchStatus {
+            source,
+            service: key.clone(),
         })?;
     ctx.metrics.status_patches.inc();
     Ok(())
