@@ -591,3 +591,158 @@ async fn foreign_load_balancer_and_bad_annotations_are_left_alone() -> Result<()
     };
     check.await.with_log(&ctl)
 }
+
+/// The ingress rules ferrolb wrote on a security group for a Service:
+/// (protocol, port, cidr, kind).
+async fn rules(
+    aws: &AwsEnv,
+    group: &str,
+    service: &str,
+) -> Result<BTreeSet<(String, i32, String, String)>> {
+    let ec2 = aws_sdk_ec2::Client::new(&aws.moto.sdk_config().await);
+    let out = ec2
+        .describe_security_groups()
+        .group_ids(group)
+        .send()
+        .await?;
+    let mut found = BTreeSet::new();
+    for p in out
+        .security_groups()
+        .iter()
+        .flat_map(|g| g.ip_permissions())
+    {
+        for r in p.ip_ranges() {
+            let Some(d) = r.description() else { continue };
+            let prefix = format!("ferrolb:{CLUSTER}:{service}:");
+            if let Some(kind) = d.strip_prefix(&prefix) {
+                found.insert((
+                    p.ip_protocol().unwrap_or_default().to_string(),
+                    p.from_port().unwrap_or_default(),
+                    r.cidr_ip().unwrap_or_default().to_string(),
+                    kind.to_string(),
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_ranges_become_named_rules_on_the_node_security_group() -> Result<()> {
+    let aws = AwsEnv::start().await?;
+    aws.node("node-a", "us-east-1a").await?;
+    let group = aws.seed.node_security_group.clone();
+    // A rule somebody else wrote on the same group, which must survive.
+    let ec2 = aws_sdk_ec2::Client::new(&aws.moto.sdk_config().await);
+    ec2.authorize_security_group_ingress()
+        .group_id(&group)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(22)
+                .to_port(22)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("198.51.100.0/24")
+                        .description("ssh")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await?;
+    let ctl = aws.controller(&[])?;
+    let check = async {
+        aws.service("guarded", &[("TCP", 80)], |s| {
+            s.spec.as_mut().unwrap().load_balancer_source_ranges =
+                Some(vec!["203.0.113.0/24".into()]);
+        })
+        .await?;
+        aws.wait_hostname("guarded").await?;
+        let svc = aws.env.services().get("guarded").await?;
+        let node_port = node_ports(&svc)[&80];
+        let lb_subnet_cidrs: BTreeSet<String> = {
+            let ec2 = aws_sdk_ec2::Client::new(&aws.moto.sdk_config().await);
+            let lbs = aws.elb.describe_load_balancers().send().await?;
+            let ids: Vec<String> = lbs.load_balancers()[0]
+                .availability_zones()
+                .iter()
+                .filter_map(|z| z.subnet_id().map(str::to_string))
+                .collect();
+            let subnets = ec2
+                .describe_subnets()
+                .set_subnet_ids(Some(ids))
+                .send()
+                .await?;
+            subnets
+                .subnets()
+                .iter()
+                .filter_map(|s| s.cidr_block().map(str::to_string))
+                .collect()
+        };
+        let mut want: BTreeSet<(String, i32, String, String)> = [(
+            "tcp".to_string(),
+            node_port,
+            "203.0.113.0/24".to_string(),
+            "client".to_string(),
+        )]
+        .into();
+        for cidr in &lb_subnet_cidrs {
+            want.insert(("tcp".into(), node_port, cidr.clone(), "health".into()));
+        }
+        wait_for(
+            "the client and health rules",
+            Duration::from_secs(30),
+            || async { Ok((rules(&aws, &group, "test/guarded").await? == want).then_some(())) },
+        )
+        .await?;
+
+        // New ranges replace the old rule; nothing else changes.
+        let patch = json!({ "spec": { "loadBalancerSourceRanges": ["192.0.2.0/24"] } });
+        aws.env
+            .services()
+            .patch("guarded", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        want.remove(&(
+            "tcp".to_string(),
+            node_port,
+            "203.0.113.0/24".to_string(),
+            "client".to_string(),
+        ));
+        want.insert((
+            "tcp".into(),
+            node_port,
+            "192.0.2.0/24".into(),
+            "client".into(),
+        ));
+        wait_for(
+            "the rule to follow the new range",
+            Duration::from_secs(30),
+            || async { Ok((rules(&aws, &group, "test/guarded").await? == want).then_some(())) },
+        )
+        .await?;
+
+        // Delete: our rules go, the foreign one stays.
+        aws.env
+            .services()
+            .delete("guarded", &DeleteParams::default())
+            .await?;
+        aws.env.wait_gone("guarded").await?;
+        assert!(
+            rules(&aws, &group, "test/guarded").await?.is_empty(),
+            "rules left behind"
+        );
+        let out = ec2
+            .describe_security_groups()
+            .group_ids(&group)
+            .send()
+            .await?;
+        let ssh = out.security_groups()[0]
+            .ip_permissions()
+            .iter()
+            .any(|p| p.from_port() == Some(22));
+        assert!(ssh, "the foreign rule was removed");
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}

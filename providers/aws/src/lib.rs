@@ -16,6 +16,7 @@ pub mod plan;
 #[cfg(test)]
 mod plan_tests;
 mod provider;
+mod security;
 pub mod subnets;
 pub mod tags;
 

@@ -213,6 +213,11 @@ pub async fn observe(
             arn: lb_arn,
             name: lb.load_balancer_name().unwrap_or_default().to_string(),
             dns_name: lb.dns_name().unwrap_or_default().to_string(),
+            subnets: lb
+                .availability_zones()
+                .iter()
+                .filter_map(|z| z.subnet_id().map(str::to_string))
+                .collect(),
             tags: lb_tags,
             attributes: lb_attributes,
         }),

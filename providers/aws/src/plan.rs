@@ -25,6 +25,8 @@ pub struct ObservedLoadBalancer {
     pub arn: String,
     pub name: String,
     pub dns_name: String,
+    /// The subnets it lives in.
+    pub subnets: Vec<String>,
     pub tags: BTreeMap<String, String>,
     /// Only read when the desired load balancer sets attributes.
     pub attributes: Option<BTreeMap<String, String>>,

@@ -78,6 +78,7 @@ fn observed_from(d: &DesiredLoadBalancer) -> Observed {
             arn: "arn:lb".into(),
             name: d.name.clone(),
             dns_name: "lb.example".into(),
+            subnets: d.subnets.clone(),
             tags: d.tags.clone(),
             attributes: None,
         }),

@@ -8,14 +8,15 @@ use aws_sdk_ec2::types::Filter;
 use ferrolb_provider_api::{
     Ingress, LoadBalancerIntent, LoadBalancerStatus, Provider, ProviderError, ServiceKey,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use crate::annotations::{self, Scheme};
+use crate::annotations::{self, HcPort, Scheme, TargetType};
 use crate::apply::{self, delete_load_balancer, delete_target_group};
 use crate::cloud::Cloud;
-use crate::model;
+use crate::model::{self, NlbProtocol};
 use crate::observe;
 use crate::plan::{self, Action};
+use crate::security;
 use crate::subnets::{self, SubnetInfo};
 use crate::tags::legacy_cluster_tag;
 
@@ -32,6 +33,8 @@ pub struct AwsConfig {
 struct Known {
     lb_arn: String,
     target_groups: Vec<String>,
+    /// Whether source-range rules exist for the Service.
+    has_rules: bool,
 }
 
 pub struct AwsProvider {
@@ -182,6 +185,76 @@ impl AwsProvider {
         Ok(infos)
     }
 
+    /// Source-range rules on the nodes' security groups; returns whether any
+    /// exist afterwards. Reads the groups only when rules are wanted, or may
+    /// exist from before (first ensure since start, or rules last time).
+    async fn converge_rules(
+        &self,
+        intent: &LoadBalancerIntent,
+        desired: &model::DesiredLoadBalancer,
+        ranges: &[ipnet::IpNet],
+        lb_subnets: &[String],
+        vpc: Option<&str>,
+    ) -> Result<bool, ProviderError> {
+        let maybe_had = lock(&self.known)
+            .get(&intent.key)
+            .is_none_or(|k| k.has_rules);
+        if ranges.is_empty() && !maybe_had {
+            return Ok(false);
+        }
+        let Some(vpc) = vpc else { return Ok(false) };
+        let want = if ranges.is_empty() {
+            BTreeSet::new()
+        } else {
+            let instances: BTreeSet<String> = desired
+                .target_groups
+                .iter()
+                .flat_map(|t| t.targets.iter().map(|t| t.id.clone()))
+                .collect();
+            let instances: Vec<String> = instances.into_iter().collect();
+            let groups = security::node_groups(&self.cloud, &instances, &self.cluster).await?;
+            let node_ports: Vec<(String, u16)> = desired
+                .target_groups
+                .iter()
+                .flat_map(|t| {
+                    let protocols: &[&str] = match t.protocol {
+                        NlbProtocol::Udp => &["udp"],
+                        NlbProtocol::TcpUdp => &["tcp", "udp"],
+                        NlbProtocol::Tcp | NlbProtocol::Tls => &["tcp"],
+                    };
+                    protocols.iter().map(|p| (p.to_string(), t.port))
+                })
+                .collect();
+            let infos = self.vpc_subnets().await?;
+            let subnet_cidrs: Vec<ipnet::IpNet> = infos
+                .iter()
+                .filter(|s| lb_subnets.contains(&s.id))
+                .filter_map(|s| s.cidr.parse().ok())
+                .collect();
+            let mut rules = BTreeSet::new();
+            for tg in &desired.target_groups {
+                let health_port = match tg.health_check.port {
+                    HcPort::TrafficPort => tg.port,
+                    HcPort::Port(p) => p,
+                };
+                rules.extend(security::desired(
+                    &groups,
+                    ranges,
+                    &node_ports,
+                    &subnet_cidrs,
+                    Some(health_port),
+                ));
+            }
+            rules
+        };
+        let have = security::observed(&self.cloud, vpc, &self.cluster, &intent.key).await?;
+        if want != have {
+            info!(service = %intent.key, add = want.difference(&have).count(), remove = have.difference(&want).count(), "updating source-range rules");
+            security::converge(&self.cloud, &self.cluster, &intent.key, &want, &have).await?;
+        }
+        Ok(!want.is_empty())
+    }
+
     /// Removes what an earlier ensure made for this Service and the current one
     /// no longer uses (a load balancer replaced because its name changed).
     async fn drop_replaced(&self, key: &ServiceKey, current: &Known) -> Result<(), ProviderError> {
@@ -228,10 +301,16 @@ impl Provider for AwsProvider {
             intent.traffic_policy,
             intent.health_check_node_port,
         )?;
-        if !intent.source_ranges.is_empty() || !opts.source_ranges.is_empty() {
+        // The spec field wins over the annotation, as in both peers.
+        let ranges = if intent.source_ranges.is_empty() {
+            opts.source_ranges.clone()
+        } else {
+            intent.source_ranges.clone()
+        };
+        if !ranges.is_empty() && opts.target_type == TargetType::Ip {
             return Err(ProviderError::invalid(
                 "spec.loadBalancerSourceRanges",
-                "source ranges are not supported by this version of ferrolb's AWS provider yet; nothing was created",
+                "source ranges with ip targets would need rules on the pods' security groups, which ferrolb does not manage yet; nothing was created",
             ));
         }
         let mut desired = model::build(intent, &opts, &self.cluster, Vec::new())?;
@@ -290,7 +369,16 @@ impl Provider for AwsProvider {
         let applied =
             apply::apply(&self.cloud, &desired, &actions, existing, vpc_id.as_deref()).await?;
 
+        let lb_subnets = match &observed.load_balancer {
+            Some(lb) => lb.subnets.clone(),
+            None => desired.subnets.clone(),
+        };
+        let has_rules = self
+            .converge_rules(intent, &desired, &ranges, &lb_subnets, vpc_id.as_deref())
+            .await?;
+
         let current = Known {
+            has_rules,
             lb_arn: applied.arn.clone(),
             target_groups: desired
                 .target_groups
@@ -336,6 +424,26 @@ impl Provider for AwsProvider {
         }
         for tg in &tgs {
             delete_target_group(&self.cloud, tg).await?;
+        }
+        // Source-range rules last: the load balancer no longer sends anything.
+        match self.vpc_subnets().await {
+            Ok(infos) => {
+                if let Some(vpc) = infos.first().map(|s| s.vpc_id.clone()) {
+                    let have = security::observed(&self.cloud, &vpc, &self.cluster, key).await?;
+                    if !have.is_empty() {
+                        security::converge(
+                            &self.cloud,
+                            &self.cluster,
+                            key,
+                            &BTreeSet::new(),
+                            &have,
+                        )
+                        .await?;
+                    }
+                }
+            }
+            // Without the cluster's VPC nothing could have been built either.
+            Err(e) => warn!(service = %key, error = %e, "cannot look for source-range rules"),
         }
         if !lbs.is_empty() || !tgs.is_empty() {
             info!(service = %key, load_balancers = lbs.len(), target_groups = tgs.len(), "deleted");

@@ -323,8 +323,10 @@ pub const ANNOTATIONS: &[AnnotationDoc] = &[
         "comma list of CIDRs",
         "`0.0.0.0/0` (everyone)",
         "Kubernetes, CCM, LBC",
-        "Client ranges allowed in, when `spec.loadBalancerSourceRanges` is empty. Not \
-         supported yet: a Service with source ranges (here or in the spec) gets a \
-         Warning Event and no load balancer.",
+        "Client ranges allowed in, when `spec.loadBalancerSourceRanges` is empty. With \
+         instance targets, each range is admitted to the nodePorts on the nodes' security \
+         group, and the load balancer's subnets to the health-check port, by rules ferrolb \
+         names and removes again. Not supported with ip targets yet (a Warning, nothing \
+         created).",
     ),
 ];
