@@ -166,7 +166,10 @@ async fn lead(
         .default_backoff()
         .modify(strip_service)
         .reflect(writer)
-        .touched_objects();
+        .touched_objects()
+        // Our own status writes come back as watch events; they change
+        // nothing a reconcile reads, so they trigger none.
+        .predicate_filter(service_fingerprint, Default::default());
 
     tokio::spawn(cache.clone().run_nodes(
         Api::<Node>::all(client.clone()),
@@ -332,6 +335,24 @@ fn restore_intent(svc: &Service, cache: &Cache) -> LoadBalancerIntent {
     }
 }
 
+/// A hash of everything a reconcile reads from a Service: all of it but the
+/// status (which only the controller writes) and bookkeeping metadata.
+fn service_fingerprint(svc: &Service) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let m = &svc.metadata;
+    m.uid.hash(&mut h);
+    m.labels.hash(&mut h);
+    m.annotations.hash(&mut h);
+    m.finalizers.hash(&mut h);
+    m.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    serde_json::to_string(&svc.spec).ok()?.hash(&mut h);
+    Some(h.finish())
+}
+
 /// Drops what the controller never reads before the Service is cached.
 fn strip_service(svc: &mut Service) {
     svc.metadata.managed_fields = None;
@@ -349,4 +370,53 @@ fn default_identity() -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
     format!("{host}-{:08x}", nanos ^ std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus,
+    };
+
+    #[test]
+    fn fingerprint_ignores_status_but_not_what_reconciles_read() {
+        let mut svc = Service {
+            spec: Some(ServiceSpec {
+                type_: Some("LoadBalancer".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let base = service_fingerprint(&svc);
+        svc.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some("192.0.2.1".into()),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        });
+        svc.metadata.resource_version = Some("42".into());
+        assert_eq!(
+            service_fingerprint(&svc),
+            base,
+            "status and resourceVersion"
+        );
+
+        let mut annotated = svc.clone();
+        annotated.metadata.annotations = Some([("ferrolb.io/pool".into(), "a".into())].into());
+        let mut finalized = svc.clone();
+        finalized.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        let mut retyped = svc.clone();
+        retyped.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        for (what, s) in [
+            ("annotations", annotated),
+            ("finalizers", finalized),
+            ("spec", retyped),
+        ] {
+            assert_ne!(service_fingerprint(&s), base, "{what}");
+        }
+    }
 }
