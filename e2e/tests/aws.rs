@@ -96,7 +96,7 @@ impl AwsEnv {
         let api = self.env.services();
         wait_for(
             &format!("a hostname on Service {name}"),
-            Duration::from_secs(60),
+            Duration::from_secs(90),
             || {
                 let api = api.clone();
                 async move {
