@@ -341,6 +341,33 @@ async fn nlb_lifecycle_with_call_counts() -> Result<()> {
         assert_eq!(left.get("DeregisterTargets"), Some(&2), "{left:?}");
         assert_eq!(mutating(&left), 2, "{left:?}");
 
+        // An annotation changes the health check: one ModifyTargetGroup per
+        // target group, nothing else mutating.
+        let before = aws.calls().await?;
+        let patch = json!({ "metadata": { "annotations": {
+            "service.beta.kubernetes.io/aws-load-balancer-healthcheck-interval": "30"
+        } } });
+        aws.env
+            .services()
+            .patch("web", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        wait_for(
+            "health checks every 30 s",
+            Duration::from_secs(30),
+            || async {
+                let acc = aws.account().await?;
+                Ok(acc
+                    .target_groups
+                    .values()
+                    .all(|(tg, _)| tg.health_check_interval_seconds() == Some(30))
+                    .then_some(()))
+            },
+        )
+        .await?;
+        let changed = diff(&before, &aws.wait_calls_settle().await?);
+        assert_eq!(changed.get("ModifyTargetGroup"), Some(&2), "{changed:?}");
+        assert_eq!(mutating(&changed), 2, "{changed:?}");
+
         // Ports change: 443 goes, 8443 comes (a merge patch replaces the list).
         let patch = json!({ "spec": { "ports": [
             { "name": "tcp-80", "port": 80, "protocol": "TCP", "targetPort": 80 },
