@@ -773,3 +773,56 @@ async fn source_ranges_become_named_rules_on_the_node_security_group() -> Result
     };
     check.await.with_log(&ctl)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ip_targets_are_the_ready_endpoints() -> Result<()> {
+    let aws = AwsEnv::start().await?;
+    aws.node("node-a", "us-east-1a").await?;
+    let ctl = aws.controller(&[])?;
+    let check = async {
+        aws.service("pods", &[("TCP", 80)], |s| {
+            s.metadata.annotations = annotations(&[(
+                "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type",
+                "ip",
+            )]);
+            let port = &mut s.spec.as_mut().unwrap().ports.as_mut().unwrap()[0];
+            port.target_port =
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080));
+        })
+        .await?;
+        let ep = |ip: &str, ready| EndpointSpec {
+            address: ip.parse().unwrap(),
+            node: Some("node-a"),
+            ready,
+        };
+        fixtures::create_endpoint_slice(
+            &aws.env.client,
+            &aws.env.ns,
+            "pods",
+            "pods-1",
+            &[ep("10.0.128.50", true), ep("10.0.128.51", false)],
+            &[(Some("tcp-80"), "TCP", 8080)],
+        )
+        .await?;
+        aws.wait_hostname("pods").await?;
+        let want: BTreeSet<(String, i32)> = [("10.0.128.50".to_string(), 8080)].into();
+        wait_for(
+            "the ready endpoint as the only target",
+            Duration::from_secs(30),
+            || async {
+                let acc = aws.account().await?;
+                Ok(acc
+                    .target_groups
+                    .values()
+                    .next()
+                    .filter(|(tg, t)| {
+                        tg.target_type().map(|t| t.as_str()) == Some("ip") && *t == want
+                    })
+                    .map(|_| ()))
+            },
+        )
+        .await?;
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
