@@ -341,32 +341,14 @@ async fn two_controllers_exactly_one_acts() -> Result<()> {
     let env = Env::start().await?;
     env.create_pool("default", &["192.0.2.0/28"], |_| {})
         .await?;
-    let lease = [
-        "--leader-election=true",
-        "--lease-duration",
-        "4s",
-        "--lease-retry-period",
-        "500ms",
-    ];
-    let mut one = env.controller(&[&lease[..], &["--leader-election-identity", "one"]].concat())?;
+    let mut one = env.elected_controller("one", "4s")?;
     // Let "one" win the lease first so the test knows whom to kill.
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(env.client.clone(), "kube-system");
-    let holder = || async {
-        Ok::<_, anyhow::Error>(
-            leases
-                .get_opt("ferrolb-controller")
-                .await?
-                .and_then(|l| l.spec)
-                .and_then(|s| s.holder_identity),
-        )
-    };
     wait_for("controller one to hold the lease", common::WAIT, || async {
-        Ok(holder().await?.filter(|h| h == "one"))
+        Ok(env.lease_holder().await?.filter(|h| h == "one"))
     })
     .await
     .with_log(&one)?;
-    let two = env.controller(&[&lease[..], &["--leader-election-identity", "two"]].concat())?;
+    let two = env.elected_controller("two", "4s")?;
 
     env.create_service("a", |_| {}).await?;
     env.wait_ingress("a", 1).await.with_log(&one)?;
@@ -392,7 +374,7 @@ async fn two_controllers_exactly_one_acts() -> Result<()> {
     wait_for(
         "controller two to take over",
         Duration::from_secs(20),
-        || async { Ok(holder().await?.filter(|h| h == "two")) },
+        || async { Ok(env.lease_holder().await?.filter(|h| h == "two")) },
     )
     .await
     .with_log(&two)?;
@@ -513,31 +495,13 @@ async fn graceful_stop_hands_the_lease_over() -> Result<()> {
     env.create_pool("default", &["192.0.2.0/29"], |_| {})
         .await?;
     // A lease far longer than the wait below: only a released lease can move.
-    let lease = [
-        "--leader-election=true",
-        "--lease-duration",
-        "60s",
-        "--lease-retry-period",
-        "500ms",
-    ];
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(env.client.clone(), "kube-system");
-    let holder = || async {
-        Ok::<_, anyhow::Error>(
-            leases
-                .get_opt("ferrolb-controller")
-                .await?
-                .and_then(|l| l.spec)
-                .and_then(|s| s.holder_identity),
-        )
-    };
-    let mut one = env.controller(&[&lease[..], &["--leader-election-identity", "one"]].concat())?;
+    let mut one = env.elected_controller("one", "60s")?;
     wait_for("one to lead", common::WAIT, || async {
-        Ok(holder().await?.filter(|h| h == "one"))
+        Ok(env.lease_holder().await?.filter(|h| h == "one"))
     })
     .await
     .with_log(&one)?;
-    let two = env.controller(&[&lease[..], &["--leader-election-identity", "two"]].concat())?;
+    let two = env.elected_controller("two", "60s")?;
     let status = one.terminate().await?;
     assert!(
         status.success(),
@@ -546,7 +510,7 @@ async fn graceful_stop_hands_the_lease_over() -> Result<()> {
     );
     assert!(one.log().contains("released leadership"), "{}", one.log());
     wait_for("two to take over", Duration::from_secs(20), || async {
-        Ok(holder().await?.filter(|h| h == "two"))
+        Ok(env.lease_holder().await?.filter(|h| h == "two"))
     })
     .await
     .with_log(&two)?;

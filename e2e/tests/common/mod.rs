@@ -51,6 +51,35 @@ impl Env {
         FerrolbProcess::spawn(&self.cp, &args, &[])
     }
 
+    /// `ferrolb controller` with leader election on, as `identity`, with the
+    /// given lease duration and a 500 ms retry period.
+    pub fn elected_controller(
+        &self,
+        identity: &str,
+        lease_duration: &str,
+    ) -> Result<FerrolbProcess> {
+        self.controller(&[
+            "--leader-election=true",
+            "--leader-election-identity",
+            identity,
+            "--lease-duration",
+            lease_duration,
+            "--lease-retry-period",
+            "500ms",
+        ])
+    }
+
+    /// Who holds the controller's Lease, if anyone.
+    pub async fn lease_holder(&self) -> Result<Option<String>> {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), "kube-system");
+        Ok(leases
+            .get_opt("ferrolb-controller")
+            .await?
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity))
+    }
+
     pub fn services(&self) -> Api<Service> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
