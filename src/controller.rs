@@ -54,6 +54,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         resync: resync_period,
     };
     let identity = leader_election_identity.unwrap_or_else(default_identity);
+    // First of all, so no SIGTERM can find the default handler.
+    let signal = crate::shutdown_signal().context("installing signal handlers")?;
     let client = crate::client(kubeconfig.as_deref()).await?;
 
     // Building a provider makes no call; it acts only once this replica leads.
@@ -79,7 +81,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
-        crate::shutdown_signal().await;
+        signal.await;
         info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
