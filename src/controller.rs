@@ -85,12 +85,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         info!("shutting down");
         let _ = shutdown_tx.send(true);
     });
-    let shutdown = || {
-        let mut rx = shutdown_rx.clone();
-        Box::pin(async move {
-            let _ = rx.wait_for(|v| *v).await;
-        }) as futures::future::BoxFuture<'static, ()>
-    };
 
     info!(class = %config.class, default_class, provider = provider_kind.as_str(), %cluster_name, %identity, "starting controller");
     let mut elector = leader_election.then(|| {
@@ -106,9 +100,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         )
     });
     if let Some(elector) = elector.as_mut() {
+        let mut stop = shutdown_rx.clone();
         tokio::select! {
             () = elector.acquire(|| metrics.set_ready(true)) => {}
-            () = shutdown() => return Ok(()),
+            _ = stop.wait_for(|v| *v) => return Ok(()),
         }
     }
     metrics.leader.set(1);
