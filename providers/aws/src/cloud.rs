@@ -44,9 +44,14 @@ const INVALID: &[&str] = &[
     "InvalidSubnet",
     "InvalidSecurityGroup",
     "InvalidScheme",
-    "CertificateNotFound",
+    "InvalidParameter",
     "UnsupportedProtocol",
+    // Named by the user's annotations: these "not found" codes mean the
+    // annotation is wrong, not that our own resource is already gone.
+    "CertificateNotFound",
     "AllocationIdNotFound",
+    "SSLPolicyNotFound",
+    "SubnetNotFound",
     "AvailabilityZoneNotSupported",
     "TooManyLoadBalancers",
     "TooManyTargetGroups",
@@ -81,8 +86,8 @@ impl Outcome {
 fn classify(code: Option<&str>) -> Outcome {
     match code {
         Some(c) if THROTTLING.contains(&c) => Outcome::Throttled,
-        Some(c) if c.ends_with("NotFound") || c.ends_with("NotFoundException") => Outcome::NotFound,
         Some(c) if c == "InvalidTarget" || INVALID.contains(&c) => Outcome::Invalid,
+        Some(c) if c.ends_with("NotFound") || c.ends_with("NotFoundException") => Outcome::NotFound,
         _ => Outcome::Error,
     }
 }
@@ -206,6 +211,12 @@ mod tests {
         assert_eq!(classify(Some("TargetGroupNotFound")), Outcome::NotFound);
         assert_eq!(classify(Some("ValidationError")), Outcome::Invalid);
         assert_eq!(classify(Some("InvalidTarget")), Outcome::Invalid);
+        // A certificate or EIP the annotations name that does not exist is the
+        // user's to fix, not ours to retry or to treat as already deleted.
+        assert_eq!(classify(Some("CertificateNotFound")), Outcome::Invalid);
+        assert_eq!(classify(Some("AllocationIdNotFound")), Outcome::Invalid);
+        assert_eq!(classify(Some("SSLPolicyNotFound")), Outcome::Invalid);
+        assert_eq!(classify(Some("InvalidParameter")), Outcome::Invalid);
         assert_eq!(classify(Some("InternalFailure")), Outcome::Error);
         assert_eq!(classify(None), Outcome::Error);
     }
