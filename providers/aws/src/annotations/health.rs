@@ -28,6 +28,9 @@ impl Context<'_> {
     }
 }
 
+/// The HTTP codes an NLB health check takes as healthy unless told otherwise.
+pub const DEFAULT_SUCCESS_CODES: &str = "200-399";
+
 pub(super) fn parse(r: &Reader<'_>, cx: &Context<'_>) -> Result<HealthCheck, ProviderError> {
     let protocol = r.get(HC_PROTOCOL);
     let port = r.get(HC_PORT);
@@ -86,7 +89,10 @@ pub(super) fn parse(r: &Reader<'_>, cx: &Context<'_>) -> Result<HealthCheck, Pro
         timeout_secs: timeout as u16,
         healthy_threshold: healthy as u8,
         unhealthy_threshold: unhealthy as u8,
-        success_codes: success_codes.filter(|_| http),
+        // Sent explicitly (AWS's own NLB default when none is asked for), so
+        // that what DescribeTargetGroups reports back compares equal and a
+        // resync finds nothing to modify.
+        success_codes: http.then(|| success_codes.unwrap_or_else(|| DEFAULT_SUCCESS_CODES.into())),
     })
 }
 

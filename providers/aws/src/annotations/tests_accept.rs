@@ -72,6 +72,7 @@ fn rows() -> Vec<(Vec<(&'static str, &'static str)>, Check)> {
         (vec![(HC_PROTOCOL, "http"), (HC_SUCCESS_CODES, "200-399, 202 ,")], |o| assert_eq!(o.health_check.success_codes.as_deref(), Some("200-399,202"))),
         (vec![(HC_PROTOCOL, "http"), (HC_SUCCESS_CODES, "599")], |o| assert_eq!(o.health_check.success_codes.as_deref(), Some("599"))),
         (vec![(HC_SUCCESS_CODES, "200")], |o| assert_eq!(o.health_check.success_codes, None)),
+        (vec![(HC_PROTOCOL, "http")], |o| assert_eq!(o.health_check.success_codes.as_deref(), Some("200-399"))),
         // target-group attributes and proxy protocol
         (vec![(TARGET_GROUP_ATTRIBUTES, "preserve_client_ip.enabled=false, deregistration_delay.timeout_seconds = 30")],
             |o| assert_eq!(o.target_group_attributes, map(&[("preserve_client_ip.enabled", "false"), ("deregistration_delay.timeout_seconds", "30")]))),

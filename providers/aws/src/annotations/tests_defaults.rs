@@ -23,7 +23,7 @@ fn hc(
         timeout_secs: timing.1,
         healthy_threshold: timing.2,
         unhealthy_threshold: timing.3,
-        success_codes: None,
+        success_codes: (protocol != HcProtocol::Tcp).then(|| "200-399".into()),
     }
 }
 
