@@ -306,7 +306,8 @@ fn restore_intent(svc: &Service, cache: &Cache) -> LoadBalancerIntent {
                 .iter()
                 .filter_map(|i| match i {
                     ferrolb_provider_api::Ingress::Ip(ip) => Some(IpFamily::of(ip)),
-                    ferrolb_provider_api::Ingress::Hostname(_) => None,
+                    ferrolb_provider_api::Ingress::ProxyIp(_)
+                    | ferrolb_provider_api::Ingress::Hostname(_) => None,
                 })
                 .collect();
             LoadBalancerIntent {

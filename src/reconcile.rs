@@ -414,6 +414,11 @@ fn desired_ingress(status: &LoadBalancerStatus) -> Vec<LoadBalancerIngress> {
                 ip_mode: Some("VIP".into()),
                 ..Default::default()
             },
+            Ingress::ProxyIp(ip) => LoadBalancerIngress {
+                ip: Some(ip.to_string()),
+                ip_mode: Some("Proxy".into()),
+                ..Default::default()
+            },
             Ingress::Hostname(h) => LoadBalancerIngress {
                 hostname: Some(h.clone()),
                 ..Default::default()
@@ -424,7 +429,7 @@ fn desired_ingress(status: &LoadBalancerStatus) -> Vec<LoadBalancerIngress> {
 
 fn ingress_string(i: &Ingress) -> String {
     match i {
-        Ingress::Ip(ip) => ip.to_string(),
+        Ingress::Ip(ip) | Ingress::ProxyIp(ip) => ip.to_string(),
         Ingress::Hostname(h) => h.clone(),
     }
 }
@@ -434,6 +439,9 @@ pub fn published_ingress(svc: &Service) -> Vec<Ingress> {
     current_ingress(svc)
         .into_iter()
         .filter_map(|i| match (i.ip, i.hostname) {
+            (Some(ip), _) if i.ip_mode.as_deref() == Some("Proxy") => {
+                ip.parse().ok().map(Ingress::ProxyIp)
+            }
             (Some(ip), _) => ip.parse().ok().map(Ingress::Ip),
             (None, Some(h)) => Some(Ingress::Hostname(h)),
             _ => None,
@@ -485,6 +493,30 @@ mod tests {
             assert_eq!(cfg.is_ours(&s), want, "case {i}");
         }
         assert!(!ours.is_ours(&Service::default()));
+    }
+
+    #[test]
+    fn proxy_ips_round_trip_through_the_status() {
+        let status = LoadBalancerStatus {
+            ingress: vec![
+                Ingress::Hostname("lb.example".into()),
+                Ingress::ProxyIp("198.51.100.7".parse().unwrap()),
+            ],
+            annotations: Default::default(),
+        };
+        let got = desired_ingress(&status);
+        assert_eq!(got[1].ip.as_deref(), Some("198.51.100.7"));
+        assert_eq!(got[1].ip_mode.as_deref(), Some("Proxy"));
+        let svc = Service {
+            status: Some(k8s_openapi::api::core::v1::ServiceStatus {
+                load_balancer: Some(k8s_openapi::api::core::v1::LoadBalancerStatus {
+                    ingress: Some(got),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(published_ingress(&svc), status.ingress);
     }
 
     #[test]

@@ -122,7 +122,12 @@ impl Moto {
             .arg("-p")
             .arg(moto.addr.port().to_string())
             // The log is for people reading a failure: unbuffered, so nothing is missing.
-            .env("PYTHONUNBUFFERED", "1");
+            .env("PYTHONUNBUFFERED", "1")
+            // Harness-side fixes for moto's gaps (see the file there).
+            .env(
+                "PYTHONPATH",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/moto-patches"),
+            );
         let server = Supervised::spawn("moto_server", cmd, &log).map_err(StartError::Failed)?;
         moto.server = Some(server);
         if let Err(err) = moto.wait_ready().await {

@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use aws_sdk_ec2::types::DomainType;
 use aws_sdk_elasticloadbalancingv2::Client as Elb;
 use common::{Env, WithLog, annotations, free_port, http_get};
 use ferrolb_e2e::moto::{Instance, Moto, Seed};
 use ferrolb_e2e::{EndpointSpec, FerrolbProcess, fixtures, wait_for};
 use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -480,6 +482,136 @@ async fn local_policy_targets_follow_endpoints() -> Result<()> {
             )
         })
         .await?;
+
+        // The last endpoint on node-a goes: node-a leaves the target group,
+        // and that is the only write (the health check, defaults included,
+        // reads back as it was written, so nothing else is "changed").
+        let before = aws.wait_calls_settle().await?;
+        let slices: Api<EndpointSlice> = Api::namespaced(aws.env.client.clone(), &aws.env.ns);
+        slices.delete("local-1", &DeleteParams::default()).await?;
+        wait_for("only node-b targeted", Duration::from_secs(30), || async {
+            Ok((ids(&aws.account().await?) == BTreeSet::from([b.id.clone()])).then_some(()))
+        })
+        .await?;
+        let calls = diff(&before, &aws.wait_calls_settle().await?);
+        assert_eq!(calls.get("DeregisterTargets"), Some(&1), "{calls:?}");
+        assert_eq!(mutating(&calls), 1, "only the deregistration: {calls:?}");
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn elastic_and_private_addresses_are_published_with_the_hostname() -> Result<()> {
+    let aws = AwsEnv::start().await?;
+    aws.node("node-a", "us-east-1a").await?;
+    let ctl = aws.controller(&[])?;
+    let check = async {
+        let ec2 = aws_sdk_ec2::Client::new(&aws.moto.sdk_config().await);
+        let mut eips = Vec::new();
+        for _ in 0..2 {
+            let a = ec2
+                .allocate_address()
+                .domain(DomainType::Vpc)
+                .send()
+                .await?;
+            eips.push((
+                a.allocation_id().context("no allocation id")?.to_string(),
+                a.public_ip().context("no public ip")?.to_string(),
+            ));
+        }
+        let ids: Vec<&str> = eips.iter().map(|(id, _)| id.as_str()).collect();
+        aws.service("public", &[("TCP", 80)], |s| {
+            s.metadata.annotations = annotations(&[
+                (
+                    "service.beta.kubernetes.io/aws-load-balancer-scheme",
+                    "internet-facing",
+                ),
+                (
+                    "service.beta.kubernetes.io/aws-load-balancer-eip-allocations",
+                    &ids.join(","),
+                ),
+            ]);
+        })
+        .await?;
+        // One private address in each zone's private subnet (10.0.128.0/20 in
+        // us-east-1a and 10.0.144.0/20 in us-east-1b, as the seed lays them
+        // out), listed in the other order: each must still land in its own.
+        aws.service("private", &[("TCP", 80)], |s| {
+            s.metadata.annotations = annotations(&[
+                (
+                    "service.beta.kubernetes.io/aws-load-balancer-scheme",
+                    "internal",
+                ),
+                (
+                    "service.beta.kubernetes.io/aws-load-balancer-private-ipv4-addresses",
+                    "10.0.144.10,10.0.128.10",
+                ),
+            ]);
+        })
+        .await?;
+
+        let api = aws.env.services();
+        let ingress = async |name: &'static str, want: usize| {
+            let what = format!("{want} ingress entries on {name}");
+            wait_for(&what, Duration::from_secs(90), || {
+                let api = api.clone();
+                async move {
+                    let svc = api.get(name).await?;
+                    let ingress = svc
+                        .status
+                        .and_then(|s| s.load_balancer)
+                        .and_then(|lb| lb.ingress)
+                        .unwrap_or_default();
+                    Ok((ingress.len() == want).then_some(ingress))
+                }
+            })
+            .await
+        };
+        for (name, want) in [
+            (
+                "public",
+                eips.iter().map(|(_, ip)| ip.as_str()).collect::<Vec<_>>(),
+            ),
+            ("private", vec!["10.0.128.10", "10.0.144.10"]),
+        ] {
+            let got = ingress(name, 1 + want.len()).await?;
+            assert!(got[0].hostname.is_some(), "{name}: hostname first: {got:?}");
+            let ips: BTreeSet<&str> = got[1..].iter().filter_map(|i| i.ip.as_deref()).collect();
+            assert_eq!(ips, want.into_iter().collect(), "{name}: {got:?}");
+            for i in &got[1..] {
+                // Traffic to these must still pass through the NLB.
+                assert_eq!(i.ip_mode.as_deref(), Some("Proxy"), "{name}: {got:?}");
+            }
+        }
+        let acc = aws.account().await?;
+        let internal = acc
+            .load_balancers
+            .iter()
+            .find(|lb| lb.scheme().map(|s| s.as_str()) == Some("internal"))
+            .context("no internal load balancer")?;
+        let by_subnet: BTreeMap<&str, &str> = internal
+            .availability_zones()
+            .iter()
+            .filter_map(|z| {
+                let addr = z
+                    .load_balancer_addresses()
+                    .first()?
+                    .private_ipv4_address()?;
+                Some((z.subnet_id()?, addr))
+            })
+            .collect();
+        let want = BTreeMap::from([
+            (
+                aws.seed.private_subnets["us-east-1a"].as_str(),
+                "10.0.128.10",
+            ),
+            (
+                aws.seed.private_subnets["us-east-1b"].as_str(),
+                "10.0.144.10",
+            ),
+        ]);
+        assert_eq!(by_subnet, want);
         Ok(())
     };
     check.await.with_log(&ctl)

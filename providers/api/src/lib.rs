@@ -28,7 +28,12 @@ pub type ChangeNotifier = Arc<dyn Fn() + Send + Sync>;
 /// One entry of `status.loadBalancer.ingress`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Ingress {
+    /// An address the nodes take traffic for themselves (`ipMode: VIP`):
+    /// kube-proxy short-cuts in-cluster traffic to it.
     Ip(IpAddr),
+    /// An address of a load balancer that traffic must pass through
+    /// (`ipMode: Proxy`): kube-proxy leaves it alone.
+    ProxyIp(IpAddr),
     Hostname(String),
 }
 

@@ -1,11 +1,12 @@
 //! The only place with mutating AWS calls: carries out a plan.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use aws_sdk_elasticloadbalancingv2::types::{
     Action as ElbAction, ActionTypeEnum, Certificate, IpAddressType as ElbIpAddressType,
-    LoadBalancerAttribute, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, Matcher, ProtocolEnum,
-    SubnetMapping, Tag, TargetDescription, TargetGroupAttribute, TargetTypeEnum,
+    LoadBalancer, LoadBalancerAttribute, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, Matcher,
+    ProtocolEnum, SubnetMapping, Tag, TargetDescription, TargetGroupAttribute, TargetTypeEnum,
 };
 use ferrolb_provider_api::ProviderError;
 
@@ -17,21 +18,49 @@ use crate::plan::{Action, TgRef};
 /// RegisterTargets and DeregisterTargets take at most this many per call.
 const TARGETS_PER_CALL: usize = 200;
 
-/// What the load balancer is after the plan ran.
-pub struct Applied {
+/// A load balancer as the status needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LbHandle {
     pub arn: String,
     pub dns_name: String,
+    /// The Elastic IPs or private addresses it holds (per zone), when it was
+    /// given some; otherwise empty.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl LbHandle {
+    pub fn of(lb: &LoadBalancer) -> Self {
+        LbHandle {
+            arn: lb.load_balancer_arn().unwrap_or_default().to_string(),
+            dns_name: lb.dns_name().unwrap_or_default().to_string(),
+            addresses: lb
+                .availability_zones()
+                .iter()
+                .flat_map(|z| z.load_balancer_addresses())
+                .filter_map(|a| {
+                    a.ip_address()
+                        .or(a.private_ipv4_address())
+                        .and_then(|ip| ip.parse().ok())
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What the load balancer is after the plan ran.
+pub struct Applied {
+    pub lb: LbHandle,
     /// Target groups the plan created, by name.
     pub new_target_groups: BTreeMap<String, String>,
 }
 
-/// Runs `actions` in order. `lb` is the existing load balancer (arn, DNS
-/// name), if any; `vpc_id` is where new target groups go.
+/// Runs `actions` in order. `lb` is the existing load balancer, if any;
+/// `vpc_id` is where new target groups go.
 pub async fn apply(
     cloud: &Cloud,
     desired: &DesiredLoadBalancer,
     actions: &[Action],
-    lb: Option<(String, String)>,
+    lb: Option<LbHandle>,
     vpc_id: Option<&str>,
 ) -> Result<Applied, ProviderError> {
     let mut lb = lb;
@@ -150,7 +179,7 @@ pub async fn apply(
                     .iter()
                     .find(|l| l.port == *port)
                     .expect("the plan names desired listeners");
-                cloud
+                let created = cloud
                     .elb(
                         "CreateListener",
                         cloud
@@ -159,12 +188,42 @@ pub async fn apply(
                             .load_balancer_arn(lb_arn(&lb)?)
                             .port(i32::from(l.port))
                             .protocol(protocol(l.protocol))
-                            .set_certificates(certificates(&l.certificates))
+                            .set_certificates(certificates(
+                                &l.certificates[..l.certificates.len().min(1)],
+                            ))
                             .set_ssl_policy(l.ssl_policy.clone())
                             .default_actions(forward(&tg_arn(tg, &new_tgs)))
                             .send(),
                     )
                     .await?;
+                // A listener takes one default certificate; the others are
+                // added to it for SNI.
+                if l.certificates.len() > 1 {
+                    let arn = created
+                        .listeners()
+                        .first()
+                        .and_then(|l| l.listener_arn())
+                        .unwrap_or_default();
+                    add_listener_certificates(cloud, arn, &l.certificates[1..]).await?;
+                }
+            }
+            Action::ChangeListenerCertificates { arn, add, remove } => {
+                if !add.is_empty() {
+                    add_listener_certificates(cloud, arn, add).await?;
+                }
+                if !remove.is_empty() {
+                    cloud
+                        .elb(
+                            "RemoveListenerCertificates",
+                            cloud
+                                .elbv2
+                                .remove_listener_certificates()
+                                .listener_arn(arn)
+                                .set_certificates(certificates(remove))
+                                .send(),
+                        )
+                        .await?;
+                }
             }
             Action::ModifyListener { arn, port, tg } => {
                 let l = desired
@@ -180,7 +239,9 @@ pub async fn apply(
                             .modify_listener()
                             .listener_arn(arn)
                             .protocol(protocol(l.protocol))
-                            .set_certificates(certificates(&l.certificates))
+                            .set_certificates(certificates(
+                                &l.certificates[..l.certificates.len().min(1)],
+                            ))
                             .set_ssl_policy(l.ssl_policy.clone())
                             .default_actions(forward(&tg_arn(tg, &new_tgs)))
                             .send(),
@@ -224,19 +285,18 @@ pub async fn apply(
             Action::DeleteTargetGroup { arn } => delete_target_group(cloud, arn).await?,
         }
     }
-    let (arn, dns_name) = lb.ok_or_else(|| ProviderError::Provisioning {
+    let lb = lb.ok_or_else(|| ProviderError::Provisioning {
         what: "the load balancer was not created".into(),
     })?;
     Ok(Applied {
-        arn,
-        dns_name,
+        lb,
         new_target_groups: new_tgs,
     })
 }
 
-fn lb_arn(lb: &Option<(String, String)>) -> Result<&str, ProviderError> {
+fn lb_arn(lb: &Option<LbHandle>) -> Result<&str, ProviderError> {
     lb.as_ref()
-        .map(|(arn, _)| arn.as_str())
+        .map(|lb| lb.arn.as_str())
         .ok_or_else(|| ProviderError::Provisioning {
             what: "the load balancer does not exist yet".into(),
         })
@@ -245,7 +305,7 @@ fn lb_arn(lb: &Option<(String, String)>) -> Result<&str, ProviderError> {
 async fn create_load_balancer(
     cloud: &Cloud,
     desired: &DesiredLoadBalancer,
-) -> Result<(String, String), ProviderError> {
+) -> Result<LbHandle, ProviderError> {
     let mappings: Vec<SubnetMapping> = desired
         .subnets
         .iter()
@@ -291,10 +351,7 @@ async fn create_load_balancer(
             operation: "CreateLoadBalancer",
             source: "the answer held no load balancer".into(),
         })?;
-    Ok((
-        lb.load_balancer_arn().unwrap_or_default().to_string(),
-        lb.dns_name().unwrap_or_default().to_string(),
-    ))
+    Ok(LbHandle::of(lb))
 }
 
 async fn create_target_group(
@@ -433,6 +490,25 @@ fn forward(tg_arn: &str) -> ElbAction {
         .r#type(ActionTypeEnum::Forward)
         .target_group_arn(tg_arn)
         .build()
+}
+
+async fn add_listener_certificates(
+    cloud: &Cloud,
+    listener_arn: &str,
+    arns: &[String],
+) -> Result<(), ProviderError> {
+    cloud
+        .elb(
+            "AddListenerCertificates",
+            cloud
+                .elbv2
+                .add_listener_certificates()
+                .listener_arn(listener_arn)
+                .set_certificates(certificates(arns))
+                .send(),
+        )
+        .await?;
+    Ok(())
 }
 
 fn certificates(arns: &[String]) -> Option<Vec<Certificate>> {

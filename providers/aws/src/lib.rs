@@ -6,6 +6,7 @@
 //! mutating calls). A resync of an unchanged Service therefore makes no
 //! mutating call. Every AWS call is counted by operation and outcome.
 
+mod addresses;
 pub mod annotations;
 mod apply;
 mod cloud;

@@ -6,6 +6,7 @@ use aws_sdk_elasticloadbalancingv2::types::{Listener, ProtocolEnum, TargetGroup,
 use ferrolb_provider_api::{ProviderError, ServiceKey};
 
 use crate::annotations::{HcPort, HcProtocol, HealthCheck, TargetType};
+use crate::apply::LbHandle;
 use crate::cloud::Cloud;
 use crate::model::{DesiredLoadBalancer, NlbProtocol, Target};
 use crate::plan::{Observed, ObservedListener, ObservedLoadBalancer, ObservedTargetGroup};
@@ -56,6 +57,7 @@ pub async fn observe(
         .await?
         .listeners()
         .to_vec();
+    let sni = sni_certificates(cloud, &listeners).await?;
     let mut target_groups: Vec<TargetGroup> = cloud
         .elb(
             "DescribeTargetGroups",
@@ -208,11 +210,13 @@ pub async fn observe(
         });
     }
 
+    let handle = LbHandle::of(&lb);
     let observed = Observed {
         load_balancer: Some(ObservedLoadBalancer {
             arn: lb_arn,
             name: lb.load_balancer_name().unwrap_or_default().to_string(),
-            dns_name: lb.dns_name().unwrap_or_default().to_string(),
+            dns_name: handle.dns_name,
+            addresses: handle.addresses,
             subnets: lb
                 .availability_zones()
                 .iter()
@@ -230,11 +234,16 @@ pub async fn observe(
                     .and_then(|p| u16::try_from(p).ok())
                     .unwrap_or_default(),
                 protocol: l.protocol().and_then(|p| NlbProtocol::parse(p.as_str())),
-                certificates: l
-                    .certificates()
-                    .iter()
-                    .filter_map(|c| c.certificate_arn().map(str::to_string))
-                    .collect(),
+                certificates: {
+                    let default = l.certificates().first().and_then(|c| c.certificate_arn());
+                    let arn = l.listener_arn().unwrap_or_default();
+                    let others = sni.get(arn).into_iter().flatten();
+                    default
+                        .map(str::to_string)
+                        .into_iter()
+                        .chain(others.filter(|c| Some(c.as_str()) != default).cloned())
+                        .collect()
+                },
                 ssl_policy: l.ssl_policy().map(str::to_string),
                 target_group_arn: forward_target(l),
             })
@@ -242,6 +251,40 @@ pub async fn observe(
         target_groups: observed_tgs,
     };
     Ok((observed, vpc_id))
+}
+
+/// The non-default certificates of each TLS listener, by listener ARN: one
+/// DescribeListenerCertificates per TLS listener, none for TCP or UDP.
+async fn sni_certificates(
+    cloud: &Cloud,
+    listeners: &[Listener],
+) -> Result<BTreeMap<String, Vec<String>>, ProviderError> {
+    let mut out = BTreeMap::new();
+    for l in listeners {
+        if l.protocol() != Some(&ProtocolEnum::Tls) {
+            continue;
+        }
+        let arn = l.listener_arn().unwrap_or_default();
+        let certs = cloud
+            .elb(
+                "DescribeListenerCertificates",
+                cloud
+                    .elbv2
+                    .describe_listener_certificates()
+                    .listener_arn(arn)
+                    .send(),
+            )
+            .await?;
+        let mut others: Vec<String> = certs
+            .certificates()
+            .iter()
+            .filter(|c| c.is_default() != Some(true))
+            .filter_map(|c| c.certificate_arn().map(str::to_string))
+            .collect();
+        others.sort();
+        out.insert(arn.to_string(), others);
+    }
+    Ok(out)
 }
 
 /// The target group a listener forwards to.

@@ -25,6 +25,8 @@ pub struct ObservedLoadBalancer {
     pub arn: String,
     pub name: String,
     pub dns_name: String,
+    /// Its Elastic IPs or requested private addresses, if it has any.
+    pub addresses: Vec<std::net::IpAddr>,
     /// The subnets it lives in.
     pub subnets: Vec<String>,
     pub tags: BTreeMap<String, String>,
@@ -37,6 +39,8 @@ pub struct ObservedListener {
     pub arn: String,
     pub port: u16,
     pub protocol: Option<NlbProtocol>,
+    /// The default certificate first, then the listener's other (SNI)
+    /// certificates; those are only read for TLS listeners.
     pub certificates: Vec<String>,
     pub ssl_policy: Option<String>,
     /// The target group it forwards to.
@@ -91,6 +95,12 @@ pub enum Action {
         arn: String,
         port: u16,
         tg: TgRef,
+    },
+    /// A listener's certificates beyond its default one (for SNI).
+    ChangeListenerCertificates {
+        arn: String,
+        add: Vec<String>,
+        remove: Vec<String>,
     },
     DeregisterTargets {
         arn: String,
@@ -183,13 +193,23 @@ pub fn plan(desired: &DesiredLoadBalancer, observed: &Observed) -> Vec<Action> {
                     matches!(&tg, TgRef::Arn(a) if seen.target_group_arn.as_deref() == Some(a));
                 let same = same_tg
                     && seen.protocol == Some(l.protocol)
-                    && seen.certificates == l.certificates
+                    && seen.certificates.first() == l.certificates.first()
                     && (l.ssl_policy.is_none() || seen.ssl_policy == l.ssl_policy);
                 if !same {
                     first.push(Action::ModifyListener {
                         arn: seen.arn.clone(),
                         port: l.port,
                         tg,
+                    });
+                }
+                let extra =
+                    |c: &[String]| -> BTreeSet<String> { c.iter().skip(1).cloned().collect() };
+                let (want, have) = (extra(&l.certificates), extra(&seen.certificates));
+                if want != have {
+                    first.push(Action::ChangeListenerCertificates {
+                        arn: seen.arn.clone(),
+                        add: want.difference(&have).cloned().collect(),
+                        remove: have.difference(&want).cloned().collect(),
                     });
                 }
             }

@@ -78,6 +78,7 @@ fn observed_from(d: &DesiredLoadBalancer) -> Observed {
             arn: "arn:lb".into(),
             name: d.name.clone(),
             dns_name: "lb.example".into(),
+            addresses: Vec::new(),
             subnets: d.subnets.clone(),
             tags: d.tags.clone(),
             attributes: None,
@@ -89,7 +90,7 @@ fn observed_from(d: &DesiredLoadBalancer) -> Observed {
                 arn: format!("arn:listener/{}", l.port),
                 port: l.port,
                 protocol: Some(l.protocol),
-                certificates: Vec::new(),
+                certificates: l.certificates.clone(),
                 ssl_policy: None,
                 target_group_arn: Some(format!("arn:tg/{}", l.target_group)),
             })
@@ -142,6 +143,9 @@ fn render(actions: &[Action]) -> String {
             Action::CreateListener { port, tg: r } => format!("CreateListener {port} -> {}", tg(r)),
             Action::ModifyListener { arn, port, tg: r } => {
                 format!("ModifyListener {arn} {port} -> {}", tg(r))
+            }
+            Action::ChangeListenerCertificates { arn, add, remove } => {
+                format!("ChangeListenerCertificates {arn} +{add:?} -{remove:?}")
             }
             Action::DeregisterTargets { arn, targets } => {
                 format!("DeregisterTargets {arn} {}", ts(targets))
@@ -260,4 +264,27 @@ fn a_removed_service_port_and_foreign_listener_protocol_change() {
         "listener_protocol_change",
         &plan(&after, &observed_from(&before)),
     );
+}
+
+#[test]
+fn tls_certificates_default_and_sni_apart() {
+    let tls = |certs: &[&str]| {
+        let mut d = desired(vec![tg(443, 30443, &["i-1"])]);
+        d.listeners[0].protocol = NlbProtocol::Tls;
+        d.listeners[0].certificates = certs.iter().map(|c| c.to_string()).collect();
+        d
+    };
+    let seen = observed_from(&tls(&["arn:cert/a", "arn:cert/b", "arn:cert/d"]));
+    // Same default, and the SNI set in another order: nothing to do.
+    assert_eq!(
+        plan(&tls(&["arn:cert/a", "arn:cert/d", "arn:cert/b"]), &seen),
+        Vec::<Action>::new()
+    );
+    // One SNI certificate swapped for another, and then a new default.
+    let mut actions = plan(&tls(&["arn:cert/a", "arn:cert/b", "arn:cert/c"]), &seen);
+    actions.extend(plan(
+        &tls(&["arn:cert/x", "arn:cert/b", "arn:cert/d"]),
+        &seen,
+    ));
+    golden("tls_certificates", &actions);
 }

@@ -11,7 +11,7 @@ use ferrolb_provider_api::{
 use tracing::{debug, info, warn};
 
 use crate::annotations::{self, HcPort, Scheme, TargetType};
-use crate::apply::{self, delete_load_balancer, delete_target_group};
+use crate::apply::{self, LbHandle, delete_load_balancer, delete_target_group};
 use crate::cloud::Cloud;
 use crate::model::{self, NlbProtocol};
 use crate::observe;
@@ -354,6 +354,17 @@ impl Provider for AwsProvider {
                     ));
                 }
             }
+            desired.private_ipv4_addresses = crate::addresses::pair_with_subnets(
+                &desired.subnets,
+                &infos,
+                &desired.private_ipv4_addresses,
+            )
+            .map_err(|reason| {
+                ProviderError::invalid(
+                    "metadata.annotations[service.beta.kubernetes.io/aws-load-balancer-private-ipv4-addresses]",
+                    reason,
+                )
+            })?;
             vpc_id = infos.first().map(|s| s.vpc_id.clone());
         }
         if actions.is_empty() {
@@ -362,10 +373,11 @@ impl Provider for AwsProvider {
             info!(service = %intent.key, actions = actions.len(), "applying plan");
             debug!(service = %intent.key, ?actions, "plan");
         }
-        let existing = observed
-            .load_balancer
-            .as_ref()
-            .map(|lb| (lb.arn.clone(), lb.dns_name.clone()));
+        let existing = observed.load_balancer.as_ref().map(|lb| LbHandle {
+            arn: lb.arn.clone(),
+            dns_name: lb.dns_name.clone(),
+            addresses: lb.addresses.clone(),
+        });
         let applied =
             apply::apply(&self.cloud, &desired, &actions, existing, vpc_id.as_deref()).await?;
 
@@ -379,7 +391,7 @@ impl Provider for AwsProvider {
 
         let current = Known {
             has_rules,
-            lb_arn: applied.arn.clone(),
+            lb_arn: applied.lb.arn.clone(),
             target_groups: desired
                 .target_groups
                 .iter()
@@ -397,7 +409,7 @@ impl Provider for AwsProvider {
         self.drop_replaced(&intent.key, &current).await?;
         lock(&self.known).insert(intent.key.clone(), current);
         Ok(LoadBalancerStatus {
-            ingress: vec![Ingress::Hostname(applied.dns_name)],
+            ingress: ingress(&applied.lb),
             annotations: BTreeMap::new(),
         })
     }
@@ -451,4 +463,15 @@ impl Provider for AwsProvider {
         lock(&self.known).remove(key);
         Ok(())
     }
+}
+
+/// What the Service's status shows: the NLB's DNS name, then any Elastic IPs
+/// or private addresses it was given. Those are marked `Proxy`, so kube-proxy
+/// does not take them for node-local addresses: traffic to them from inside
+/// the cluster still goes through the NLB (its TLS, proxy protocol and
+/// health checks).
+fn ingress(lb: &LbHandle) -> Vec<Ingress> {
+    std::iter::once(Ingress::Hostname(lb.dns_name.clone()))
+        .chain(lb.addresses.iter().copied().map(Ingress::ProxyIp))
+        .collect()
 }

@@ -278,7 +278,8 @@ impl Provider for BareMetalProvider {
                     .iter()
                     .filter_map(|i| match i {
                         Ingress::Ip(ip) => Some(*ip),
-                        Ingress::Hostname(_) => None,
+                        // Not one of ours: pool addresses are published as VIPs.
+                        Ingress::ProxyIp(_) | Ingress::Hostname(_) => None,
                     })
                     .collect();
                 // An owned Service whose annotations became invalid still
