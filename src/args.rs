@@ -86,7 +86,14 @@ pub struct ControllerArgs {
 
     /// Elect one active controller through a Lease. Turn off only when exactly
     /// one replica runs.
-    #[arg(long, env = "FERROLB_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(
+        long,
+        env = "FERROLB_LEADER_ELECTION",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     pub leader_election: bool,
 
     /// Namespace of the leader-election Lease.
@@ -193,6 +200,46 @@ mod tests {
         assert!(!args.leader_election);
         assert_eq!(args.provider, ProviderKind::Aws);
         assert_eq!(args.load_balancer_class.as_deref(), Some("example.com/lb"));
+    }
+
+    #[test]
+    fn leader_election_flag_takes_an_optional_value() {
+        for (flags, want) in [
+            (&["--leader-election"][..], true),
+            (&["--leader-election=true"][..], true),
+            (&["--leader-election", "false"][..], false),
+        ] {
+            let cli = Cli::try_parse_from(["ferrolb", "controller"].iter().chain(flags)).unwrap();
+            let Command::Controller(args) = cli.command else {
+                panic!("not controller")
+            };
+            assert_eq!(args.leader_election, want, "{flags:?}");
+        }
+    }
+
+    /// Every flag of every subcommand can be set from the environment, as
+    /// `FERROLB_` and the flag's name in upper snake case.
+    #[test]
+    fn every_flag_has_its_env_var() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let commands = std::iter::once(&cli).chain(cli.get_subcommands());
+        for cmd in commands {
+            for arg in cmd.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if matches!(long, "help" | "version") {
+                    continue;
+                }
+                let want = format!("FERROLB_{}", long.to_uppercase().replace('-', "_"));
+                let got = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                assert_eq!(
+                    got.as_deref(),
+                    Some(want.as_str()),
+                    "--{long} of {}",
+                    cmd.get_name()
+                );
+            }
+        }
     }
 
     #[test]
