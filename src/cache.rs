@@ -36,14 +36,29 @@ struct State {
 pub struct Cache {
     state: Arc<RwLock<State>>,
     include_not_ready: bool,
+    /// Annotations that make a Service's targets depend on node labels.
+    label_annotations: &'static [&'static str],
     synced: watch::Sender<(bool, bool)>,
 }
 
+/// How a node's change bears on load-balancer targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum NodeChange {
+    /// Nothing any Service targets.
+    None,
+    /// Only the labels of an eligible node: matters to Services that pick
+    /// their targets by label.
+    Labels,
+    /// Whether it is a target, or how it is reached.
+    Targets,
+}
+
 impl Cache {
-    pub fn new(include_not_ready: bool) -> Self {
+    pub fn new(include_not_ready: bool, label_annotations: &'static [&'static str]) -> Self {
         Self {
             state: Arc::default(),
             include_not_ready,
+            label_annotations,
             synced: watch::Sender::new((false, false)),
         }
     }
@@ -94,7 +109,7 @@ impl Cache {
                     continue;
                 }
             };
-            let changed: Vec<String> = match event {
+            let changed: Vec<(String, NodeChange)> = match event {
                 Event::Init => {
                     staging = Some(BTreeMap::new());
                     continue;
@@ -114,8 +129,8 @@ impl Cache {
                     let names: BTreeSet<&String> = state.nodes.keys().chain(new.keys()).collect();
                     let changed = names
                         .into_iter()
-                        .filter(|n| targets_differ(state.nodes.get(*n), new.get(*n)))
-                        .cloned()
+                        .map(|n| (n.clone(), node_change(state.nodes.get(n), new.get(n))))
+                        .filter(|(_, c)| *c != NodeChange::None)
                         .collect();
                     state.nodes = new;
                     drop(state);
@@ -129,10 +144,9 @@ impl Cache {
                     let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
                     let name = info.name.clone();
                     let old = state.nodes.insert(name.clone(), info);
-                    if targets_differ(old.as_ref(), state.nodes.get(&name)) {
-                        vec![name]
-                    } else {
-                        vec![]
+                    match node_change(old.as_ref(), state.nodes.get(&name)) {
+                        NodeChange::None => vec![],
+                        change => vec![(name, change)],
                     }
                 }
                 Event::Delete(node) => {
@@ -141,10 +155,9 @@ impl Cache {
                     };
                     let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
                     let old = state.nodes.remove(&name);
-                    if targets_differ(old.as_ref(), None) {
-                        vec![name]
-                    } else {
-                        vec![]
+                    match node_change(old.as_ref(), None) {
+                        NodeChange::None => vec![],
+                        change => vec![(name, change)],
                     }
                 }
             };
@@ -242,17 +255,40 @@ impl Cache {
     /// The Services whose targets change when the given nodes changed.
     fn services_targeting(
         &self,
-        nodes: &[String],
+        changed: &[(String, NodeChange)],
         services: &Store<Service>,
     ) -> Vec<ObjectRef<Service>> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let nodes: BTreeSet<&str> = nodes.iter().map(String::as_str).collect();
+        let targets: BTreeSet<&str> = changed
+            .iter()
+            .filter(|(_, c)| *c == NodeChange::Targets)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let labels_only: BTreeSet<&str> = changed
+            .iter()
+            .filter(|(_, c)| *c == NodeChange::Labels)
+            .map(|(n, _)| n.as_str())
+            .collect();
         services
             .state()
             .iter()
             .filter(|svc| {
                 let spec = svc.spec.as_ref();
                 if spec.and_then(|s| s.type_.as_deref()) != Some("LoadBalancer") {
+                    return false;
+                }
+                let by_label = svc
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| self.label_annotations.iter().any(|k| a.contains_key(*k)));
+                // A label change matters only to Services that select by label.
+                let nodes: BTreeSet<&str> = if by_label {
+                    targets.union(&labels_only).copied().collect()
+                } else {
+                    targets.clone()
+                };
+                if nodes.is_empty() {
                     return false;
                 }
                 if spec.and_then(|s| s.external_traffic_policy.as_deref()) != Some("Local") {
@@ -279,14 +315,23 @@ fn slice_key(slice: &EndpointSlice) -> Option<(ServiceName, String)> {
 
 /// Whether a node's change alters any Service's targets: only eligible nodes
 /// are targets, so changes to an ineligible node (before and after) do not.
-fn targets_differ(old: Option<&NodeInfo>, new: Option<&NodeInfo>) -> bool {
+fn node_change(old: Option<&NodeInfo>, new: Option<&NodeInfo>) -> NodeChange {
     fn view(
         n: Option<&NodeInfo>,
     ) -> Option<(&Vec<std::net::IpAddr>, &Option<String>, &Option<String>)> {
         n.filter(|n| n.is_eligible())
             .map(|n| (&n.addresses, &n.provider_id, &n.zone))
     }
-    view(old) != view(new)
+    fn labels(n: Option<&NodeInfo>) -> Option<&BTreeMap<String, String>> {
+        n.filter(|n| n.is_eligible()).map(|n| &n.labels)
+    }
+    if view(old) != view(new) {
+        NodeChange::Targets
+    } else if labels(old) != labels(new) {
+        NodeChange::Labels
+    } else {
+        NodeChange::None
+    }
 }
 
 /// Lists objects once, for start-up work that must see a consistent snapshot.
@@ -317,6 +362,7 @@ mod tests {
             addresses: vec![addr.parse().unwrap()],
             provider_id: None,
             zone: None,
+            labels: BTreeMap::new(),
             eligibility: if eligible {
                 Ok(())
             } else {
@@ -327,19 +373,38 @@ mod tests {
 
     #[test]
     fn only_target_relevant_node_changes_count() {
+        use NodeChange::{Labels, None as Same, Targets};
         let a = info(true, "10.0.0.1");
         let b = info(true, "10.0.0.2");
         let off = info(false, "10.0.0.1");
         let off2 = info(false, "10.0.0.2");
-        assert!(!targets_differ(Some(&a), Some(&a.clone())), "unchanged");
-        assert!(targets_differ(Some(&a), Some(&b)), "address changed");
-        assert!(targets_differ(Some(&a), Some(&off)), "became ineligible");
-        assert!(targets_differ(None, Some(&a)), "eligible node added");
-        assert!(!targets_differ(None, Some(&off)), "ineligible node added");
-        assert!(
-            !targets_differ(Some(&off), Some(&off2)),
-            "ineligible node changed"
-        );
-        assert!(targets_differ(Some(&a), None), "eligible node removed");
+        let mut relabelled = a.clone();
+        relabelled.labels.insert("pool".into(), "edge".into());
+        let mut off_relabelled = off.clone();
+        off_relabelled.labels.insert("pool".into(), "edge".into());
+        let cases = [
+            (Some(&a), Some(&a), Same, "unchanged"),
+            (Some(&a), Some(&b), Targets, "address changed"),
+            (Some(&a), Some(&off), Targets, "became ineligible"),
+            (None, Some(&a), Targets, "eligible node added"),
+            (None, Some(&off), Same, "ineligible node added"),
+            (Some(&off), Some(&off2), Same, "ineligible node changed"),
+            (Some(&a), None, Targets, "eligible node removed"),
+            (
+                Some(&a),
+                Some(&relabelled),
+                Labels,
+                "eligible node relabelled",
+            ),
+            (
+                Some(&off),
+                Some(&off_relabelled),
+                Same,
+                "ineligible node relabelled",
+            ),
+        ];
+        for (old, new, want, what) in cases {
+            assert_eq!(node_change(old, new), want, "{what}");
+        }
     }
 }

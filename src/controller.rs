@@ -155,7 +155,7 @@ async fn lead(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let services: Api<Service> = Api::all(client.clone());
-    let cache = Cache::new(include_not_ready_nodes);
+    let cache = Cache::new(include_not_ready_nodes, provider.node_label_annotations());
     let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded::<ObjectRef<Service>>();
 
     let (reader, writer) = reflector::store();

@@ -75,6 +75,7 @@ pub fn build<'a>(
             addresses: n.addresses.clone(),
             provider_id: n.provider_id.clone(),
             zone: n.zone.clone(),
+            labels: n.labels.clone(),
         })
         .collect();
     targets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -295,6 +296,7 @@ mod tests {
             addresses: vec![format!("10.0.0.{}", name.len()).parse().unwrap()],
             provider_id: Some(format!("aws:///z/i-{name}")),
             zone: None,
+            labels: Default::default(),
             eligibility: if eligible {
                 Ok(())
             } else {

@@ -1,6 +1,7 @@
 //! Which nodes may carry load-balancer traffic, and the little of each Node and
 //! EndpointSlice that the controller keeps in memory.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Node;
@@ -33,6 +34,7 @@ pub struct NodeInfo {
     pub addresses: Vec<IpAddr>,
     pub provider_id: Option<String>,
     pub zone: Option<String>,
+    pub labels: BTreeMap<String, String>,
     pub eligibility: Result<(), Ineligible>,
 }
 
@@ -59,6 +61,7 @@ impl NodeInfo {
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(ZONE_LABEL).cloned()),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
             eligibility: eligibility(node, include_not_ready),
         })
     }

@@ -502,6 +502,90 @@ async fn local_policy_targets_follow_endpoints() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn target_node_labels_pick_the_nodes_and_only_their_services_follow_labels() -> Result<()> {
+    let aws = AwsEnv::start().await?;
+    let a = aws.node("node-a", "us-east-1a").await?;
+    let b = aws.node("node-b", "us-east-1b").await?;
+    let ctl = aws.controller(&[])?;
+    let check = async {
+        aws.service("edge", &[("TCP", 80)], |s| {
+            s.metadata.annotations = annotations(&[(
+                "service.beta.kubernetes.io/aws-load-balancer-target-node-labels",
+                "pool=edge,tier=",
+            )]);
+        })
+        .await?;
+        aws.service("all", &[("TCP", 80)], |_| {}).await?;
+        let nodes: Api<Node> = Api::all(aws.env.client.clone());
+        let label = |name: &'static str| {
+            let nodes = nodes.clone();
+            async move {
+                let patch = json!({"metadata": {"labels": {"pool": "edge", "tier": ""}}});
+                nodes
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+            }
+        };
+        label("node-a").await?;
+        // Which instances each Service's target group holds, by the
+        // Service tag on the load balancer.
+        let targets_of = async |svc: &str| -> Result<BTreeSet<String>> {
+            let acc = aws.account().await?;
+            let lb = acc
+                .load_balancers
+                .iter()
+                .find(|lb| lb.load_balancer_name().is_some_and(|n| n.contains(svc)));
+            let Some(lb) = lb else {
+                return Ok(BTreeSet::new());
+            };
+            let tgs = aws
+                .elb
+                .describe_target_groups()
+                .load_balancer_arn(lb.load_balancer_arn().unwrap_or_default())
+                .send()
+                .await?;
+            let names: BTreeSet<&str> = tgs
+                .target_groups()
+                .iter()
+                .filter_map(|t| t.target_group_name())
+                .collect();
+            Ok(acc
+                .target_groups
+                .iter()
+                .filter(|(name, _)| names.contains(name.as_str()))
+                .flat_map(|(_, (_, t))| t.iter().map(|(id, _)| id.clone()))
+                .collect())
+        };
+        let both = BTreeSet::from([a.id.clone(), b.id.clone()]);
+        wait_for(
+            "edge on node-a, all on both",
+            Duration::from_secs(90),
+            || async {
+                let ok = targets_of("edge").await? == BTreeSet::from([a.id.clone()])
+                    && targets_of("all").await? == both;
+                Ok(ok.then_some(()))
+            },
+        )
+        .await?;
+
+        // Labelling node-b changes edge's targets and no one else's: only
+        // edge is observed again, and one registration is the only write.
+        let before = aws.wait_calls_settle().await?;
+        label("node-b").await?;
+        wait_for("edge on both nodes", Duration::from_secs(30), || async {
+            Ok((targets_of("edge").await? == both).then_some(()))
+        })
+        .await?;
+        let calls = diff(&before, &aws.wait_calls_settle().await?);
+        assert_eq!(calls.get("DescribeLoadBalancers"), Some(&1), "{calls:?}");
+        assert_eq!(calls.get("RegisterTargets"), Some(&1), "{calls:?}");
+        assert_eq!(mutating(&calls), 1, "{calls:?}");
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn elastic_and_private_addresses_are_published_with_the_hostname() -> Result<()> {
     let aws = AwsEnv::start().await?;
     aws.node("node-a", "us-east-1a").await?;

@@ -107,6 +107,8 @@ pub struct NodeTarget {
     /// `spec.providerID`, e.g. `aws:///us-east-1a/i-0123`.
     pub provider_id: Option<String>,
     pub zone: Option<String>,
+    /// The Node's labels, for providers that pick targets by label.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A ready endpoint of the Service, from its EndpointSlices.

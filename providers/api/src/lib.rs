@@ -73,6 +73,13 @@ pub trait Provider: Send + Sync + 'static {
 
     /// Adds the provider's own metrics (cloud calls by operation and outcome,
     /// …) to the controller's registry.
+    /// Service annotations that make a Service's targets depend on node
+    /// labels: a change to a node's labels alone reconciles only the Services
+    /// that carry one of these.
+    fn node_label_annotations(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         let _ = registry;
     }

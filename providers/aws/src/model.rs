@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferrolb_provider_api::{LoadBalancerIntent, Protocol, ProviderError, TrafficPolicy};
+use ferrolb_provider_api::{
+    LoadBalancerIntent, NodeTarget, Protocol, ProviderError, TrafficPolicy,
+};
 
 use crate::annotations::{
     AwsOptions, BackendProtocol, HealthCheck, IpAddressType, Scheme, TargetType,
@@ -99,12 +101,6 @@ pub fn build(
         return Err(ProviderError::invalid(
             "spec.loadBalancerIP",
             "an NLB cannot take a requested address; use the aws-load-balancer-eip-allocations or aws-load-balancer-private-ipv4-addresses annotation",
-        ));
-    }
-    if !opts.target_node_labels.is_empty() {
-        return Err(ProviderError::invalid(
-            "metadata.annotations[service.beta.kubernetes.io/aws-load-balancer-target-node-labels]",
-            "not supported by this version of ferrolb yet",
         ));
     }
     let key = &intent.key;
@@ -257,9 +253,17 @@ fn targets(
                     ));
                 }
             };
+            // target-node-labels narrows the nodes: each label must be
+            // there with the given value.
+            let labelled = |n: &&NodeTarget| {
+                opts.target_node_labels
+                    .iter()
+                    .all(|(k, v)| n.labels.get(k) == Some(v))
+            };
             let targets: BTreeSet<Target> = intent
                 .targets
                 .iter()
+                .filter(labelled)
                 .filter_map(|n| n.provider_id.as_deref().and_then(parse_provider_id))
                 .map(|(_, id)| Target {
                     id,
@@ -270,6 +274,17 @@ fn targets(
             // while, legitimately; a `Cluster` one without any node would be
             // a load balancer that can never carry traffic.
             if targets.is_empty() && intent.traffic_policy == TrafficPolicy::Cluster {
+                if !opts.target_node_labels.is_empty() {
+                    let labels: Vec<String> = opts
+                        .target_node_labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    return Err(ProviderError::unsatisfiable(format!(
+                        "no eligible node with an AWS providerID has the labels {} (from the target-node-labels annotation); the load balancer is built once one does",
+                        labels.join(",")
+                    )));
+                }
                 return Err(ProviderError::unsatisfiable(
                     "no eligible node has an AWS providerID (aws:///<zone>/<instance-id>); the load balancer is built once one does",
                 ));
@@ -342,6 +357,11 @@ mod tests {
                     addresses: vec![],
                     provider_id: Some(format!("aws:///us-east-1a/i-{n}")),
                     zone: None,
+                    // Nodes whose name starts with "a" are in the edge pool.
+                    labels: BTreeMap::from([(
+                        "pool".to_string(),
+                        if n.starts_with('a') { "edge" } else { "core" }.to_string(),
+                    )]),
                 })
                 .collect(),
             endpoints: vec![Endpoint {
@@ -363,6 +383,23 @@ mod tests {
             .collect();
         crate::annotations::parse(&ann, &i.ports, i.traffic_policy, i.health_check_node_port)
             .unwrap()
+    }
+
+    #[test]
+    fn target_node_labels_narrow_the_instance_targets() {
+        let i = intent(&[(Protocol::Tcp, 80, Some(30080))], &["a1", "a2", "b1"]);
+        let ann = [(crate::annotations::keys::TARGET_NODE_LABELS, "pool=edge")];
+        let lb = build(&i, &opts(&i, &ann), "prod", vec![]).unwrap();
+        let ids: Vec<&str> = lb.target_groups[0]
+            .targets
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect();
+        assert_eq!(ids, ["i-a1", "i-a2"]);
+
+        let ann = [(crate::annotations::keys::TARGET_NODE_LABELS, "pool=gpu")];
+        let err = build(&i, &opts(&i, &ann), "prod", vec![]).unwrap_err();
+        assert!(err.to_string().contains("pool=gpu"), "{err}");
     }
 
     #[test]

@@ -291,6 +291,10 @@ impl Provider for AwsProvider {
         );
     }
 
+    fn node_label_annotations(&self) -> &'static [&'static str] {
+        &[annotations::keys::TARGET_NODE_LABELS]
+    }
+
     async fn ensure(
         &self,
         intent: &LoadBalancerIntent,

@@ -293,8 +293,9 @@ pub const ANNOTATIONS: &[AnnotationDoc] = &[
         "`key=value,…` (label syntax, empty values allowed)",
         "none",
         "CCM, LBC",
-        "Meant to register only nodes carrying all these labels. Not supported yet: a \
-         Service that sets it gets a Warning Event and no load balancer.",
+        "Instance targets are only the eligible nodes that carry every one of these \
+         labels with the given value. A node's label change reconciles only the \
+         Services that set this.",
     ),
     doc(
         SECURITY_GROUPS,
