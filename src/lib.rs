@@ -4,6 +4,7 @@
 pub mod args;
 pub mod cache;
 pub mod controller;
+pub mod crd_docs;
 pub mod crds;
 pub mod error;
 pub mod intent;
