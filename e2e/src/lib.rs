@@ -6,6 +6,7 @@
 //! `KUBEBUILDER_ASSETS`, then built once per machine by `e2e/scripts/control-plane-bins.sh`.
 
 pub mod binaries;
+pub mod chart;
 mod child;
 pub mod control_plane;
 pub mod fixtures;
