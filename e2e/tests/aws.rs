@@ -965,6 +965,32 @@ async fn source_ranges_become_named_rules_on_the_node_security_group() -> Result
         )
         .await?;
 
+        // The user takes the rules over: ours go, and come back when handed
+        // back to ferrolb.
+        let manage = |on: &str| {
+            json!({ "metadata": { "annotations": {
+                "service.beta.kubernetes.io/aws-load-balancer-manage-backend-security-group-rules": on
+            } } })
+        };
+        for (on, expect) in [("false", BTreeSet::new()), ("true", want.clone())] {
+            aws.env
+                .services()
+                .patch(
+                    "guarded",
+                    &PatchParams::default(),
+                    &Patch::Merge(&manage(on)),
+                )
+                .await?;
+            wait_for(
+                &format!("rules with manage-backend-security-group-rules={on}"),
+                Duration::from_secs(30),
+                || async {
+                    Ok((rules(&aws, &group, "test/guarded").await? == expect).then_some(()))
+                },
+            )
+            .await?;
+        }
+
         // Delete: our rules go, the foreign one stays.
         aws.env
             .services()

@@ -389,8 +389,22 @@ impl Provider for AwsProvider {
             Some(lb) => lb.subnets.clone(),
             None => desired.subnets.clone(),
         };
+        // With manage-backend-security-group-rules off the user owns the
+        // nodes' rules: ferrolb writes none, and takes back any it wrote
+        // before, so nothing of ours is left that nobody maintains.
+        let wanted_ranges: &[ipnet::IpNet] = if opts.manage_backend_security_group_rules {
+            &ranges
+        } else {
+            &[]
+        };
         let has_rules = self
-            .converge_rules(intent, &desired, &ranges, &lb_subnets, vpc_id.as_deref())
+            .converge_rules(
+                intent,
+                &desired,
+                wanted_ranges,
+                &lb_subnets,
+                vpc_id.as_deref(),
+            )
             .await?;
 
         let current = Known {

@@ -309,8 +309,9 @@ pub const ANNOTATIONS: &[AnnotationDoc] = &[
         "`true`, `false`",
         "`true`; `false` when `security-groups` is set",
         "LBC",
-        "Parsed and validated. ferrolb does not manage node or pod security-group rules \
-         yet, so the value changes nothing today.",
+        "Whether ferrolb writes the nodes' security-group rules for the source ranges. \
+         With `false` it writes none and removes any it wrote before; the user's own \
+         rules are never touched either way.",
     ),
     doc(
         IP_ADDRESS_TYPE,
