@@ -2,7 +2,12 @@
 //! kubectl to hand the result to a [`ControlPlane`](crate::ControlPlane).
 
 pub mod helm;
+pub mod install;
 pub mod kubectl;
 
 pub use helm::{Helm, HelmOutput, chart_dir, document_kinds};
+pub use install::{
+    NAMESPACE, NAMESPACE_YAML, RELEASE, args_of, by_kind, ci_values, container, kind_and_name,
+    prepare, render_and_apply,
+};
 pub use kubectl::{KubectlOutput, apply, kubectl, objects};

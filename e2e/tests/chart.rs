@@ -1,111 +1,21 @@
 //! The Helm chart against a real kube-apiserver: it lints, it renders for
 //! both providers, every object it renders passes the apiserver's validation
 //! and admission (server-side dry-run, strict field validation, the restricted
-//! Pod Security profile), bad values are refused, and the controller runs
-//! under exactly the RBAC the chart grants.
-
-mod common;
+//! Pod Security profile), and bad values are refused. chart_rbac.rs runs the
+//! controller under the chart's RBAC.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-use common::{Env, WAIT, WithLog};
-use ferrolb_e2e::chart::{self, Helm};
-use ferrolb_e2e::process::ferrolb_bin;
-use ferrolb_e2e::{ControlPlane, FerrolbProcess, fixtures, wait_for};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use anyhow::{Context, Result};
+use ferrolb_e2e::ControlPlane;
+use ferrolb_e2e::chart::{
+    self, Helm, NAMESPACE, RELEASE, args_of, by_kind, container, kind_and_name, render_and_apply,
+};
 use serde_json::Value;
 
-const RELEASE: &str = "ferrolb";
-const NAMESPACE: &str = "ferrolb-system";
-
-fn values(name: &str) -> String {
-    chart::chart_dir()
-        .join("ci")
-        .join(name)
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// The install's namespace, with the restricted Pod Security profile in warn
-/// mode: the apiserver then warns about every pod template that breaks it.
-const NAMESPACE_YAML: &str = "apiVersion: v1
-kind: Namespace
-metadata:
-  name: ferrolb-system
-  labels:
-    pod-security.kubernetes.io/warn: restricted
-    pod-security.kubernetes.io/warn-version: latest
-";
-
-/// Applies the chart's CRDs for real and waits until they are served.
-async fn apply_chart_crds(cp: &ControlPlane) -> Result<()> {
-    let crds = std::fs::read_to_string(chart::chart_dir().join("crds/crds.yaml"))?;
-    chart::apply(cp, &crds, false).await?;
-    chart::kubectl(
-        cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/ippools.ferrolb.io",
-            "--timeout=30s",
-        ],
-        "",
-    )
-    .await?;
-    Ok(())
-}
-
-fn kind_and_name(o: &Value) -> String {
-    format!(
-        "{}/{}",
-        o["kind"].as_str().unwrap_or("?"),
-        o["metadata"]["name"].as_str().unwrap_or("?")
-    )
-}
-
-fn by_kind<'a>(objects: &[&'a Value], kind: &str) -> Vec<&'a Value> {
-    objects
-        .iter()
-        .copied()
-        .filter(|o| o["kind"] == kind)
-        .collect()
-}
-
-/// Renders with `args`, applies the result with server-side dry-run, and
-/// returns the objects the apiserver accepted and its warnings. Fails unless
-/// every rendered document came back accepted.
-async fn render_and_dry_run(
-    cp: &ControlPlane,
-    helm: &Helm,
-    args: &[&str],
-) -> Result<(Vec<Value>, String)> {
-    let rendered = helm.template(RELEASE, NAMESPACE, args).await?;
-    let (applied, warnings) = chart::apply(cp, &rendered, true)
-        .await
-        .with_context(|| format!("dry-run apply of the chart rendered with {args:?}"))?;
-    let objects: Vec<Value> = chart::objects(&applied).into_iter().cloned().collect();
-    let mut rendered_kinds = chart::document_kinds(&rendered);
-    let mut applied_kinds: Vec<String> = objects
-        .iter()
-        .map(|o| o["kind"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    rendered_kinds.sort();
-    applied_kinds.sort();
-    assert_eq!(
-        applied_kinds, rendered_kinds,
-        "every rendered object is accepted ({args:?})"
-    );
-    Ok((objects, warnings))
-}
-
 /// No rule grants `*`, and Secrets are never granted cluster-wide.
-fn assert_rbac_is_tight(objects: &[&Value]) {
+fn assert_rbac_is_tight(objects: &[Value]) {
     for role in by_kind(objects, "ClusterRole")
         .into_iter()
         .chain(by_kind(objects, "Role"))
@@ -135,41 +45,28 @@ fn assert_rbac_is_tight(objects: &[&Value]) {
     }
 }
 
-fn container(workload: &Value) -> &Value {
-    &workload["spec"]["template"]["spec"]["containers"][0]
-}
-
-fn args_of(workload: &Value) -> Vec<String> {
-    container(workload)["args"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()> {
     let helm = Helm::new().await?;
-    let (aws, baremetal) = (values("aws-values.yaml"), values("baremetal-values.yaml"));
+    let (aws, baremetal) = (
+        chart::ci_values("aws-values.yaml"),
+        chart::ci_values("baremetal-values.yaml"),
+    );
     for v in [&aws, &baremetal] {
         helm.lint(&["--namespace", NAMESPACE, "-f", v]).await?;
     }
     helm.lint(&["--namespace", NAMESPACE]).await?;
 
     let cp = ControlPlane::start().await?;
-    apply_chart_crds(&cp).await?;
-    chart::apply(&cp, NAMESPACE_YAML, false).await?;
+    chart::prepare(&cp).await?;
 
     // AWS: controller only, IRSA annotation, no pool access.
-    let (objects, warnings) = render_and_dry_run(&cp, &helm, &["-f", &aws]).await?;
-    let objects: Vec<&Value> = objects.iter().collect();
+    let (objects, warnings) = render_and_apply(&cp, &helm, &["-f", &aws], false).await?;
     assert!(
         !warnings.contains("Warning:"),
         "the AWS install draws warnings:\n{warnings}"
     );
-    let names: BTreeSet<String> = objects.iter().map(|o| kind_and_name(o)).collect();
+    let names: BTreeSet<String> = objects.iter().map(kind_and_name).collect();
     let expected: BTreeSet<String> = [
         "ServiceAccount/ferrolb-controller",
         "ClusterRole/ferrolb-controller",
@@ -210,8 +107,7 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
     assert!(env.contains("AWS_REGION"), "{env}");
 
     // Bare metal: pools in the ClusterRole, default class; the speaker stays off.
-    let (objects, warnings) = render_and_dry_run(&cp, &helm, &["-f", &baremetal]).await?;
-    let objects: Vec<&Value> = objects.iter().collect();
+    let (objects, warnings) = render_and_apply(&cp, &helm, &["-f", &baremetal], false).await?;
     assert!(!warnings.contains("Warning:"), "{warnings}");
     assert!(
         by_kind(&objects, "DaemonSet").is_empty(),
@@ -224,13 +120,13 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
     assert!(args.iter().any(|a| a == "--default-class"), "{args:?}");
 
     // The speaker, when asked for: on every node, host network, NET_RAW only.
-    let (objects, warnings) = render_and_dry_run(
+    let (objects, warnings) = render_and_apply(
         &cp,
         &helm,
         &["-f", &baremetal, "--set", "speaker.enabled=true"],
+        false,
     )
     .await?;
-    let objects: Vec<&Value> = objects.iter().collect();
     assert_rbac_is_tight(&objects);
     let speaker = by_kind(&objects, "DaemonSet")[0];
     let pod = &speaker["spec"]["template"]["spec"];
@@ -259,7 +155,7 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
     assert_eq!(violations.len(), 1, "{warnings}");
     assert!(violations[0].contains("hostNetwork"), "{warnings}");
 
-    let (objects, _) = render_and_dry_run(
+    let (objects, _) = render_and_apply(
         &cp,
         &helm,
         &[
@@ -270,9 +166,9 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
             "--set",
             "speaker.capabilities.netAdmin=true",
         ],
+        false,
     )
     .await?;
-    let objects: Vec<&Value> = objects.iter().collect();
     assert_eq!(
         container(by_kind(&objects, "DaemonSet")[0])["securityContext"]["capabilities"]["add"],
         serde_json::json!(["NET_RAW", "NET_ADMIN"])
@@ -354,261 +250,6 @@ async fn values_schema_rejects_wrong_values() -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A kubeconfig like the admin's, but authenticated as the ServiceAccount
-/// with a token from the TokenRequest API, as a pod would be.
-async fn service_account_kubeconfig(cp: &ControlPlane, sa: &str, path: &Path) -> Result<()> {
-    let admin = cp.client().await?;
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(), // the apiserver's own
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(admin, NAMESPACE)
-        .create_token_request(sa, &PostParams::default(), &request)
-        .await
-        .with_context(|| format!("requesting a token for ServiceAccount {sa}"))?
-        .status
-        .context("the TokenRequest has no status")?
-        .token;
-    let mut kubeconfig = Kubeconfig::read_from(cp.kubeconfig_path())?;
-    for user in &mut kubeconfig.auth_infos {
-        let auth = user.auth_info.get_or_insert_with(Default::default);
-        auth.token = Some(token.clone().into());
-    }
-    // JSON is YAML: kube and kubectl read it as a kubeconfig.
-    std::fs::write(path, serde_json::to_vec_pretty(&kubeconfig)?)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-async fn client_from(path: &Path) -> Result<kube::Client> {
-    let kubeconfig = Kubeconfig::read_from(path)?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(kube::Client::try_from(config)?)
-}
-
-fn api_status(result: Result<impl std::fmt::Debug, kube::Error>) -> Option<u16> {
-    match result {
-        Err(kube::Error::Api(s)) => Some(s.code),
-        _ => None,
-    }
-}
-
-/// The controller, started with the arguments the chart's Deployment gives
-/// it and authenticated with its ServiceAccount's token, does a bare-metal
-/// Service's whole life without one forbidden call.
-#[tokio::test(flavor = "multi_thread")]
-async fn controller_runs_under_the_charts_rbac() -> Result<()> {
-    let helm = Helm::new().await?;
-    let cp = ControlPlane::start().await?;
-    let admin = cp.client().await?;
-    apply_chart_crds(&cp).await?;
-    chart::apply(&cp, NAMESPACE_YAML, false).await?;
-    fixtures::create_namespace(&admin, "test").await?;
-
-    let baremetal = values("baremetal-values.yaml");
-    let rbac = helm
-        .template(
-            RELEASE,
-            NAMESPACE,
-            &[
-                "-f",
-                &baremetal,
-                "--show-only",
-                "templates/serviceaccounts.yaml",
-                "--show-only",
-                "templates/rbac.yaml",
-            ],
-        )
-        .await?;
-    chart::apply(&cp, &rbac, false).await?;
-    let (deployment, _) = render_and_dry_run(
-        &cp,
-        &helm,
-        &[
-            "-f",
-            &baremetal,
-            "--show-only",
-            "templates/controller-deployment.yaml",
-        ],
-    )
-    .await?;
-    let deployment = &deployment[0];
-    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
-        .as_str()
-        .context("the Deployment names no ServiceAccount")?
-        .to_owned();
-
-    let kubeconfig = cp.dir().join("controller-sa.kubeconfig");
-    service_account_kubeconfig(&cp, &sa, &kubeconfig).await?;
-    // The token is really the ServiceAccount's, and it is held to its rules.
-    let as_sa = client_from(&kubeconfig).await?;
-    let secrets = Api::<Secret>::namespaced(as_sa.clone(), NAMESPACE)
-        .list(&ListParams::default())
-        .await;
-    assert_eq!(
-        api_status(secrets),
-        Some(403),
-        "the ServiceAccount reads no Secrets"
-    );
-    let elsewhere = Api::<Lease>::namespaced(as_sa, "kube-system")
-        .list(&ListParams::default())
-        .await;
-    assert_eq!(
-        api_status(elsewhere),
-        Some(403),
-        "Leases only in its own namespace"
-    );
-
-    // The chart's arguments as they are, but for the metrics address: the
-    // test runs on the host, next to other tests.
-    let mut args: Vec<String> = args_of(deployment)
-        .into_iter()
-        .filter(|a| !a.starts_with("--metrics-addr"))
-        .collect();
-    args.push("--metrics-addr=127.0.0.1:0".into());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut ctl = FerrolbProcess::spawn_program(
-        &ferrolb_bin()?,
-        &kubeconfig,
-        cp.dir(),
-        &args,
-        &[("POD_NAME", "ferrolb-controller-rbac")],
-    )?;
-
-    let env = Env {
-        client: admin.clone(),
-        cp,
-        ns: "test".into(),
-    };
-    let check =
-        async {
-            let leases: Api<Lease> = Api::namespaced(admin.clone(), NAMESPACE);
-            let holder = wait_for("the controller to take its Lease", WAIT, || {
-                let leases = leases.clone();
-                async move {
-                    Ok(leases
-                        .get_opt("ferrolb-controller")
-                        .await?
-                        .and_then(|l| l.spec)
-                        .and_then(|s| s.holder_identity))
-                }
-            })
-            .await?;
-            assert!(holder.starts_with("ferrolb-controller-rbac-"), "{holder}");
-
-            env.create_pool("default", &["192.0.2.0/30"], |_| {})
-                .await?;
-            // The chart's values make this install the default class.
-            env.create_service("web", |svc| {
-                svc.spec.as_mut().unwrap().load_balancer_class = None;
-            })
-            .await?;
-            assert_eq!(env.wait_ingress("web", 1).await?, ["192.0.2.0"]);
-            env.wait_event("web", "EnsuredLoadBalancer").await?;
-            wait_for("the pool's status to count the address", WAIT, || async {
-                let s = env.pool_status("default").await?;
-                Ok(s.filter(|s| s.assigned_ipv4 == 1).map(|_| ()))
-            })
-            .await?;
-            env.services()
-                .delete("web", &DeleteParams::default())
-                .await?;
-            env.wait_gone("web").await?;
-            env.wait_event("web", "DeletedLoadBalancer").await?;
-
-            // Every metric docs/troubleshooting.md lists is served (the AWS
-            // provider's own only with the AWS provider).
-            let (code, metrics) = common::http_get(metrics_port(&ctl.log())?, "/metrics").await?;
-            assert_eq!(code, 200);
-            for name in documented_metrics()? {
-                if name.starts_with("ferrolb_aws_") {
-                    continue;
-                }
-                assert!(
-                    metrics.lines().any(|l| l.starts_with(&format!("{name}{{"))
-                        || l.starts_with(&format!("{name} "))),
-                    "docs/troubleshooting.md lists {name}, /metrics serves:\n{metrics}"
-                );
-            }
-
-            let status = ctl.terminate().await?;
-            assert!(status.success(), "the controller exited with {status}");
-            let holder = leases
-                .get("ferrolb-controller")
-                .await?
-                .spec
-                .and_then(|s| s.holder_identity);
-            assert_eq!(holder, None, "the Lease is released on SIGTERM");
-            Ok::<_, anyhow::Error>(())
-        };
-    check.await.with_log(&ctl)?;
-
-    let log = ctl.log();
-    let denied: Vec<&str> = log
-        .lines()
-        .filter(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("forbidden") || l.contains("403")
-        })
-        .collect();
-    if !denied.is_empty() {
-        bail!(
-            "the controller was denied calls under the chart's RBAC:\n{}",
-            denied.join("\n")
-        );
-    }
-    assert!(
-        log.contains("controller ready"),
-        "the log is the controller's:\n{log}"
-    );
-    Ok(())
-}
-
-/// The port of `/metrics` from the controller's (JSON) log.
-fn metrics_port(log: &str) -> Result<u16> {
-    let line = log
-        .lines()
-        .find(|l| l.contains("serving /metrics"))
-        .context("the controller logged no metrics address")?;
-    let entry: Value = serde_json::from_str(line)?;
-    let addr: std::net::SocketAddr = entry["fields"]["addr"]
-        .as_str()
-        .context("no addr field")?
-        .parse()?;
-    Ok(addr.port())
-}
-
-/// The metric names in the first column of docs/troubleshooting.md's table;
-/// a histogram is checked by its `_count` series.
-fn documented_metrics() -> Result<Vec<String>> {
-    let doc = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/troubleshooting.md"),
-    )?;
-    let names: Vec<String> = doc
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `ferrolb_"))
-        .filter_map(|l| {
-            let (name, rest) = l.split_once('`')?;
-            let histogram = rest
-                .trim_start_matches(" |")
-                .trim_start()
-                .starts_with("histogram");
-            Some(format!(
-                "ferrolb_{name}{}",
-                if histogram { "_count" } else { "" }
-            ))
-        })
-        .collect();
-    if names.len() < 5 {
-        bail!("docs/troubleshooting.md lists no metrics table: {names:?}");
-    }
-    Ok(names)
 }
 
 /// The IAM policy in docs/install-aws.md allows exactly the AWS calls the
