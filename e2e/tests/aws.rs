@@ -586,7 +586,7 @@ async fn target_node_labels_pick_the_nodes_and_only_their_services_follow_labels
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn elastic_and_private_addresses_are_published_with_the_hostname() -> Result<()> {
+async fn static_addresses_and_named_security_groups() -> Result<()> {
     let aws = AwsEnv::start().await?;
     aws.node("node-a", "us-east-1a").await?;
     let ctl = aws.controller(&[])?;
@@ -634,6 +634,36 @@ async fn elastic_and_private_addresses_are_published_with_the_hostname() -> Resu
             ]);
         })
         .await?;
+
+        // A security group named in the annotation is attached by its ID.
+        let sg = ec2
+            .create_security_group()
+            .group_name("lb-frontend")
+            .description("for the NLB")
+            .vpc_id(&aws.seed.vpc_id)
+            .send()
+            .await?
+            .group_id()
+            .context("no group id")?
+            .to_string();
+        aws.service("named-sg", &[("TCP", 80)], |s| {
+            s.metadata.annotations = annotations(&[(
+                "service.beta.kubernetes.io/aws-load-balancer-security-groups",
+                "lb-frontend",
+            )]);
+        })
+        .await?;
+        aws.wait_hostname("named-sg").await?;
+        let acc = aws.account().await?;
+        let lb = acc
+            .load_balancers
+            .iter()
+            .find(|lb| {
+                lb.load_balancer_name()
+                    .is_some_and(|n| n.contains("named-sg"))
+            })
+            .context("no load balancer for named-sg")?;
+        assert_eq!(lb.security_groups(), [sg]);
 
         let api = aws.env.services();
         let ingress = async |name: &'static str, want: usize| {

@@ -185,6 +185,55 @@ impl AwsProvider {
         Ok(infos)
     }
 
+    /// The security-groups annotation's entries as IDs: `sg-…` as given, names
+    /// looked up in the cluster's VPC (one DescribeSecurityGroups for all).
+    async fn security_group_ids(
+        &self,
+        vpc: &str,
+        groups: &[String],
+    ) -> Result<Vec<String>, ProviderError> {
+        let names: Vec<&String> = groups.iter().filter(|g| !g.starts_with("sg-")).collect();
+        if names.is_empty() {
+            return Ok(groups.to_vec());
+        }
+        let found = self
+            .cloud
+            .ec2(
+                "DescribeSecurityGroups",
+                self.cloud
+                    .ec2
+                    .describe_security_groups()
+                    .filters(Filter::builder().name("vpc-id").values(vpc).build())
+                    .filters(
+                        Filter::builder()
+                            .name("group-name")
+                            .set_values(Some(names.iter().map(|n| n.to_string()).collect()))
+                            .build(),
+                    )
+                    .send(),
+            )
+            .await?;
+        let by_name: BTreeMap<&str, &str> = found
+            .security_groups()
+            .iter()
+            .filter_map(|g| Some((g.group_name()?, g.group_id()?)))
+            .collect();
+        groups
+            .iter()
+            .map(|g| {
+                if g.starts_with("sg-") {
+                    return Ok(g.clone());
+                }
+                by_name.get(g.as_str()).map(|id| id.to_string()).ok_or_else(|| {
+                    ProviderError::invalid(
+                        "metadata.annotations[service.beta.kubernetes.io/aws-load-balancer-security-groups]",
+                        format!("no security group named {g:?} in the cluster's VPC {vpc}"),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Source-range rules on the nodes' security groups; returns whether any
     /// exist afterwards. Reads the groups only when rules are wanted, or may
     /// exist from before (first ensure since start, or rules last time).
@@ -370,6 +419,11 @@ impl Provider for AwsProvider {
                 )
             })?;
             vpc_id = infos.first().map(|s| s.vpc_id.clone());
+            if let Some(vpc) = vpc_id.as_deref() {
+                desired.security_groups = self
+                    .security_group_ids(vpc, &desired.security_groups)
+                    .await?;
+            }
         }
         if actions.is_empty() {
             debug!(service = %intent.key, "load balancer up to date");

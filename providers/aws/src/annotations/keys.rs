@@ -302,7 +302,8 @@ pub const ANNOTATIONS: &[AnnotationDoc] = &[
         "comma list of security group IDs or names",
         "none: the NLB has no security group",
         "CCM (managed mode), LBC",
-        "Security groups to attach to the load balancer when it is created.",
+        "Security groups to attach to the load balancer when it is created; names are \
+         looked up in the cluster's VPC, and one that is not there is a Warning.",
     ),
     doc(
         MANAGE_BACKEND_SG_RULES,
