@@ -97,13 +97,18 @@ impl Context {
             .inc();
     }
 
-    /// Exponential backoff per Service: `base * 2^n`, at most `max`.
+    /// Exponential backoff per Service: `base * 2^n`, at most `max`, less up
+    /// to a fifth at random, so that Services failing together (a throttled
+    /// account, an apiserver blip) do not come back in lockstep.
     fn backoff(&self, r: &ObjectRef<Service>, base: Duration, max: Duration) -> Duration {
         let mut failures = lock(&self.failures);
         let n = failures.entry(r.clone()).or_insert(0);
         let delay = base.saturating_mul(1u32 << (*n).min(16)).min(max);
         *n = n.saturating_add(1);
-        delay
+        jitter(
+            delay,
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), r),
+        )
     }
 
     /// Runs one provider operation, counting it and its duration by outcome.
@@ -139,6 +144,13 @@ impl Context {
             warn!(error = %e, reason, "publishing an event failed");
         }
     }
+}
+
+/// `delay` less `random / u64::MAX` of a fifth of it.
+fn jitter(delay: Duration, random: u64) -> Duration {
+    let fifth = delay / 5;
+    let cut = fifth.mul_f64(random as f64 / u64::MAX as f64);
+    delay - cut
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -493,6 +505,15 @@ mod tests {
             assert_eq!(cfg.is_ours(&s), want, "case {i}");
         }
         assert!(!ours.is_ours(&Service::default()));
+    }
+
+    #[test]
+    fn jitter_takes_off_at_most_a_fifth() {
+        let d = Duration::from_secs(10);
+        assert_eq!(jitter(d, 0), d);
+        assert_eq!(jitter(d, u64::MAX), Duration::from_secs(8));
+        let mid = jitter(d, u64::MAX / 2);
+        assert!(mid > Duration::from_secs(8) && mid < d, "{mid:?}");
     }
 
     #[test]
