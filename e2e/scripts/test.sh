@@ -14,7 +14,8 @@ cargo build --locked -p ferrolb
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 cargo test --locked --workspace -- --test-threads "${FERROLB_TEST_THREADS:-2}" 2>&1 | tee "$results"
-# The README's quickstart must keep working too.
+# The README's quickstarts must keep working too.
 FERROLB_QUICKSTART_EXIT=1 e2e/scripts/quickstart.sh
+FERROLB_QUICKSTART_EXIT=1 e2e/scripts/quickstart.sh --aws
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

@@ -4,12 +4,17 @@
 //! ```text
 //! cargo run -p ferrolb-e2e --bin ferrolb-dev-cluster -- --kubeconfig-out /tmp/ferrolb.kubeconfig
 //! ```
+//!
+//! With `--aws` it also starts moto (the local AWS endpoint), seeds it with the
+//! cluster's VPC and subnets, backs two Nodes with running instances, and prints the
+//! `AWS_*` variables that point a `ferrolb controller --provider aws` at it.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ferrolb_e2e::ControlPlane;
+use ferrolb_e2e::moto::Moto;
+use ferrolb_e2e::{ControlPlane, fixtures};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -18,6 +23,37 @@ struct Args {
     /// Also copy the kubeconfig here (it stops working at teardown).
     #[arg(long, env = "FERROLB_DEV_KUBECONFIG_OUT")]
     kubeconfig_out: Option<PathBuf>,
+
+    /// Also run a local AWS endpoint (moto), seeded for cluster `--cluster-name`,
+    /// with one Node per zone backed by an instance.
+    #[arg(long, env = "FERROLB_DEV_AWS")]
+    aws: bool,
+
+    /// The cluster name the AWS account is seeded for (its subnet tags).
+    #[arg(long, env = "FERROLB_DEV_CLUSTER_NAME", default_value = "kubernetes")]
+    cluster_name: String,
+}
+
+/// Zones the seeded account has, one Node in each.
+const ZONES: [&str; 2] = ["us-east-1a", "us-east-1b"];
+
+/// Moto, seeded, with Nodes backed by its instances.
+async fn start_aws(cp: &ControlPlane, cluster: &str) -> Result<Moto> {
+    let moto = Moto::start().await?;
+    let seed = moto.seed(cluster, &ZONES).await?;
+    for (i, zone) in ZONES.iter().enumerate() {
+        let instance = moto.run_instance(&seed, zone).await?;
+        fixtures::create_node(
+            &cp.client().await?,
+            &format!("node-{}", i + 1),
+            &[instance.private_ip],
+            Some(&instance.provider_id),
+            &[("topology.kubernetes.io/zone", zone)],
+            true,
+        )
+        .await?;
+    }
+    Ok(moto)
 }
 
 #[tokio::main]
@@ -29,7 +65,11 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Args { kubeconfig_out } = Args::parse();
+    let Args {
+        kubeconfig_out,
+        aws,
+        cluster_name,
+    } = Args::parse();
 
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let cp = ControlPlane::start().await?;
@@ -41,6 +81,14 @@ async fn main() -> Result<()> {
         }
         None => cp.kubeconfig_path().to_owned(),
     };
+    let moto = match aws {
+        true => Some(start_aws(&cp, &cluster_name).await?),
+        false => None,
+    };
+    for (key, value) in moto.iter().flat_map(Moto::env) {
+        println!("export {key}={value}");
+    }
+    // Last, so that a script waiting for it has all the lines above.
     println!("export KUBECONFIG={}", kubeconfig.display());
     println!(
         "# then: kubectl get namespaces   (logs in {})",
@@ -53,6 +101,7 @@ async fn main() -> Result<()> {
         _ = terminate.recv() => {}
     }
     eprintln!("tearing down");
+    drop(moto);
     drop(cp);
     Ok(())
 }
