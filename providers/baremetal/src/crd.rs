@@ -74,12 +74,16 @@ pub struct ServiceAllocation {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct IPPoolStatus {
+    /// IPv4 addresses of the pool held by Services.
     #[serde(rename = "assignedIPv4")]
     pub assigned_ipv4: u64,
+    /// IPv6 addresses of the pool held by Services.
     #[serde(rename = "assignedIPv6")]
     pub assigned_ipv6: u64,
+    /// IPv4 addresses of the pool still free to hand out.
     #[serde(rename = "availableIPv4")]
     pub available_ipv4: u64,
+    /// IPv6 addresses of the pool still free to hand out.
     #[serde(rename = "availableIPv6")]
     pub available_ipv6: u64,
     /// Problems with the pool's spec (a malformed address, an overlap with
