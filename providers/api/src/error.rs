@@ -52,7 +52,7 @@ pub enum ProviderError {
     #[error("load balancer still provisioning: {what}")]
     Provisioning { what: String },
 
-    #[error("{operation} failed")]
+    #[error("{operation} failed: {source}")]
     Transient {
         operation: &'static str,
         #[source]

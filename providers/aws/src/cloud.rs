@@ -93,8 +93,10 @@ fn classify(code: Option<&str>) -> Outcome {
 }
 
 /// A failed AWS call, with what the controller needs to decide what next.
+/// It displays as what AWS said and its error code, which is what a user
+/// reading the Service's Events needs to act on.
 #[derive(Debug, thiserror::Error)]
-#[error("{service} {operation}: {message}")]
+#[error("{message} ({service} error {})", code.as_deref().unwrap_or("without a code"))]
 pub struct CallError {
     pub service: &'static str,
     pub operation: &'static str,
@@ -187,7 +189,13 @@ impl Cloud {
                 .message()
                 .map(str::to_string)
                 .unwrap_or_else(|| aws_sdk_ec2::error::DisplayErrorContext(&e).to_string());
-            tracing::debug!(service, operation, ?code, %message, "AWS call failed");
+            // "Not found" is an answer the callers expect (a first create,
+            // a delete of what is gone); anything else is worth a look.
+            if outcome == Outcome::NotFound {
+                tracing::debug!(service, operation, ?code, %message, "AWS call found nothing");
+            } else {
+                tracing::warn!(service, operation, ?code, %message, "AWS call failed");
+            }
             CallError {
                 service,
                 operation,
