@@ -45,17 +45,9 @@ impl AwsEnv {
 
     /// A Node backed by a running moto instance.
     async fn node(&self, name: &str, zone: &str) -> Result<Instance> {
-        let i = self.moto.run_instance(&self.seed, zone).await?;
-        fixtures::create_node(
-            &self.env.client,
-            name,
-            &[i.private_ip],
-            Some(&i.provider_id),
-            &[("topology.kubernetes.io/zone", zone)],
-            true,
-        )
-        .await?;
-        Ok(i)
+        self.moto
+            .run_node(&self.env.client, &self.seed, name, zone)
+            .await
     }
 
     fn controller(&self, extra: &[&str]) -> Result<FerrolbProcess> {

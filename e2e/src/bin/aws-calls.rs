@@ -345,17 +345,9 @@ impl Bench {
 
     /// A moto instance and a Ready Node for it, with its providerID and zone.
     async fn node(&self, name: &str, zone: &str) -> Result<Instance> {
-        let instance = self.moto.run_instance(&self.seed, zone).await?;
-        fixtures::create_node(
-            &self.client,
-            name,
-            &[instance.private_ip],
-            Some(&instance.provider_id),
-            &[("topology.kubernetes.io/zone", zone)],
-            true,
-        )
-        .await?;
-        Ok(instance)
+        self.moto
+            .run_node(&self.client, &self.seed, name, zone)
+            .await
     }
 
     fn services(&self) -> Api<Service> {

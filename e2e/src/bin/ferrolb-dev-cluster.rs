@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use ferrolb_e2e::ControlPlane;
 use ferrolb_e2e::moto::Moto;
-use ferrolb_e2e::{ControlPlane, fixtures};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -41,17 +41,10 @@ const ZONES: [&str; 2] = ["us-east-1a", "us-east-1b"];
 async fn start_aws(cp: &ControlPlane, cluster: &str) -> Result<Moto> {
     let moto = Moto::start().await?;
     let seed = moto.seed(cluster, &ZONES).await?;
+    let client = cp.client().await?;
     for (i, zone) in ZONES.iter().enumerate() {
-        let instance = moto.run_instance(&seed, zone).await?;
-        fixtures::create_node(
-            &cp.client().await?,
-            &format!("node-{}", i + 1),
-            &[instance.private_ip],
-            Some(&instance.provider_id),
-            &[("topology.kubernetes.io/zone", zone)],
-            true,
-        )
-        .await?;
+        moto.run_node(&client, &seed, &format!("node-{}", i + 1), zone)
+            .await?;
     }
     Ok(moto)
 }

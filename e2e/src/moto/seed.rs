@@ -290,6 +290,29 @@ impl Moto {
         })
     }
 
+    /// Runs an instance in `zone` and creates a Ready Node `name` for it, as a
+    /// kubelet on AWS would register it: its private IP, its providerID and
+    /// its zone label.
+    pub async fn run_node(
+        &self,
+        client: &kube::Client,
+        seed: &Seed,
+        name: &str,
+        zone: &str,
+    ) -> Result<Instance> {
+        let instance = self.run_instance(seed, zone).await?;
+        crate::fixtures::create_node(
+            client,
+            name,
+            &[instance.private_ip],
+            Some(&instance.provider_id),
+            &[("topology.kubernetes.io/zone", zone)],
+            true,
+        )
+        .await?;
+        Ok(instance)
+    }
+
     /// Terminates an instance and waits until it is `terminated`.
     pub async fn terminate_instance(&self, id: &str) -> Result<()> {
         let ec2 = self.ec2().await;
