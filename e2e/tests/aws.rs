@@ -578,6 +578,78 @@ async fn target_node_labels_pick_the_nodes_and_only_their_services_follow_labels
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_load_balancer_replaced_while_the_controller_was_down_is_removed() -> Result<()> {
+    let aws = AwsEnv::start().await?;
+    aws.node("node-a", "us-east-1a").await?;
+    let name_annotation = "service.beta.kubernetes.io/aws-load-balancer-name";
+    let names = async || -> Result<BTreeSet<String>> {
+        let acc = aws.account().await?;
+        Ok(acc
+            .load_balancers
+            .iter()
+            .filter_map(|lb| lb.load_balancer_name().map(str::to_string))
+            .collect())
+    };
+    let mut ctl = aws.controller(&[])?;
+    let first = async {
+        aws.service("renamed", &[("TCP", 80)], |s| {
+            s.metadata.annotations = annotations(&[(name_annotation, "renamed-old")]);
+        })
+        .await?;
+        aws.wait_hostname("renamed").await?;
+        anyhow::Ok(())
+    };
+    first.await.with_log(&ctl)?;
+    ctl.kill().await?;
+
+    // While no controller runs, the Service asks for another name: the next
+    // controller builds the new load balancer and finds the old one by its
+    // tags on its sweep, though the Service still exists.
+    let patch = json!({ "metadata": { "annotations": { name_annotation: "renamed-new" } } });
+    aws.env
+        .services()
+        .patch("renamed", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    let ctl = aws.controller(&["--resync-period", "3s"])?;
+    let check = async {
+        wait_for(
+            "only the new load balancer",
+            Duration::from_secs(60),
+            || async {
+                let names = names().await?;
+                Ok((names == BTreeSet::from(["renamed-new".to_string()])).then_some(()))
+            },
+        )
+        .await?;
+        wait_for(
+            "only the new target group",
+            Duration::from_secs(60),
+            || async { Ok((aws.account().await?.target_groups.len() == 1).then_some(())) },
+        )
+        .await?;
+
+        // And renamed while the controller runs: replaced at once.
+        let patch = json!({ "metadata": { "annotations": { name_annotation: "renamed-live" } } });
+        aws.env
+            .services()
+            .patch("renamed", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        wait_for(
+            "only the live-renamed load balancer",
+            Duration::from_secs(60),
+            || async {
+                let done = names().await? == BTreeSet::from(["renamed-live".to_string()])
+                    && aws.account().await?.target_groups.len() == 1;
+                Ok(done.then_some(()))
+            },
+        )
+        .await?;
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn static_addresses_and_named_security_groups() -> Result<()> {
     let aws = AwsEnv::start().await?;
     aws.node("node-a", "us-east-1a").await?;

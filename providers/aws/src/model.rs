@@ -131,6 +131,7 @@ pub fn build(
             cluster,
             key,
             &intent.uid,
+            &name,
             port,
             tg_protocol.as_str(),
             target_type,

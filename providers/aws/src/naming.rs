@@ -43,12 +43,17 @@ pub fn load_balancer_name(cluster: &str, key: &ServiceKey, uid: &str, scheme: &s
 }
 
 /// Deterministic target group name, same shape as [`load_balancer_name`];
-/// the hash covers (cluster, namespace, name, uid, Service port, protocol,
-/// target type, target port), so changing any of them yields a new group.
+/// the hash covers (cluster, namespace, name, uid, load balancer name,
+/// Service port, protocol, target type, target port), so changing any of
+/// them yields a new group. The load balancer's name is in it because a
+/// replacement load balancer (new name or scheme) is built beside the old
+/// one, whose groups still exist until it is deleted.
+#[allow(clippy::too_many_arguments)]
 pub fn target_group_name(
     cluster: &str,
     key: &ServiceKey,
     uid: &str,
+    load_balancer: &str,
     port: u16,
     protocol: &str,
     target_type: &str,
@@ -62,6 +67,7 @@ pub fn target_group_name(
         &key.namespace,
         &key.name,
         uid,
+        load_balancer,
         &port,
         protocol,
         target_type,
@@ -239,17 +245,27 @@ mod tests {
     #[test]
     fn every_input_changes_the_target_group_hash() {
         let k = key("ns", "svc");
-        let base = target_group_name("c", &k, "u", 80, "TCP", "instance", 30080);
+        let base = target_group_name("c", &k, "u", "lb", 80, "TCP", "instance", 30080);
         let variants = [
-            target_group_name("c2", &k, "u", 80, "TCP", "instance", 30080),
-            target_group_name("c", &key("ns", "svc2"), "u", 80, "TCP", "instance", 30080),
-            target_group_name("c", &k, "u2", 80, "TCP", "instance", 30080),
-            target_group_name("c", &k, "u", 81, "TCP", "instance", 30080),
-            target_group_name("c", &k, "u", 80, "UDP", "instance", 30080),
-            target_group_name("c", &k, "u", 80, "TCP", "ip", 30080),
-            target_group_name("c", &k, "u", 80, "TCP", "instance", 30081),
+            target_group_name("c2", &k, "u", "lb", 80, "TCP", "instance", 30080),
+            target_group_name(
+                "c",
+                &key("ns", "svc2"),
+                "u",
+                "lb",
+                80,
+                "TCP",
+                "instance",
+                30080,
+            ),
+            target_group_name("c", &k, "u2", "lb", 80, "TCP", "instance", 30080),
+            target_group_name("c", &k, "u", "lb2", 80, "TCP", "instance", 30080),
+            target_group_name("c", &k, "u", "lb", 81, "TCP", "instance", 30080),
+            target_group_name("c", &k, "u", "lb", 80, "UDP", "instance", 30080),
+            target_group_name("c", &k, "u", "lb", 80, "TCP", "ip", 30080),
+            target_group_name("c", &k, "u", "lb", 80, "TCP", "instance", 30081),
             // the same digits split differently between the two ports
-            target_group_name("c", &k, "u", 803, "TCP", "instance", 8),
+            target_group_name("c", &k, "u", "lb", 803, "TCP", "instance", 8),
         ];
         for v in variants {
             assert_ne!(base, v);
@@ -258,7 +274,7 @@ mod tests {
         assert!(is_valid_name(&base));
         assert_eq!(
             base,
-            target_group_name("c", &k, "u", 80, "TCP", "instance", 30080)
+            target_group_name("c", &k, "u", "lb", 80, "TCP", "instance", 30080)
         );
         // a target group never shares its load balancer's name
         assert_ne!(base, load_balancer_name("c", &k, "u", "internal"));
@@ -337,7 +353,7 @@ mod tests {
             let lb = load_balancer_name(&cluster, &k, &uid, scheme);
             prop_assert!(is_valid_name(&lb), "{}", lb);
             prop_assert!(lb.len() <= MAX_NAME_LEN);
-            let tg = target_group_name(&cluster, &k, &uid, port, "TCP", "instance", target_port);
+            let tg = target_group_name(&cluster, &k, &uid, "lb", port, "TCP", "instance", target_port);
             prop_assert!(is_valid_name(&tg), "{}", tg);
             prop_assert!(tg.len() <= MAX_NAME_LEN);
         }
@@ -356,8 +372,8 @@ mod tests {
                 load_balancer_name(&cluster, &k.clone(), &uid.clone(), "internal")
             );
             prop_assert_eq!(
-                target_group_name(&cluster, &k, &uid, port, "UDP", "ip", port),
-                target_group_name(&cluster, &k.clone(), &uid.clone(), port, "UDP", "ip", port)
+                target_group_name(&cluster, &k, &uid, "lb", port, "UDP", "ip", port),
+                target_group_name(&cluster, &k.clone(), &uid.clone(), "lb", port, "UDP", "ip", port)
             );
         }
 
@@ -375,8 +391,8 @@ mod tests {
                 load_balancer_name("c", &k, &uid_b, "internal")
             );
             prop_assert_ne!(
-                target_group_name("c", &k, &uid_a, 80, "TCP", "instance", 30000),
-                target_group_name("c", &k, &uid_b, 80, "TCP", "instance", 30000)
+                target_group_name("c", &k, &uid_a, "lb", 80, "TCP", "instance", 30000),
+                target_group_name("c", &k, &uid_b, "lb", 80, "TCP", "instance", 30000)
             );
         }
 

@@ -37,10 +37,16 @@ struct Known {
     has_rules: bool,
 }
 
+/// Load balancers and target groups tagged for one Service, by ARN.
+type Tagged = (Vec<String>, Vec<String>);
+
 pub struct AwsProvider {
     cloud: Cloud,
     cluster: String,
     known: Mutex<HashMap<ServiceKey, Known>>,
+    /// What the last sweep found tagged for each Service that still exists,
+    /// until that Service's next ensure has looked at it.
+    swept: Mutex<BTreeMap<ServiceKey, Tagged>>,
     subnets: Mutex<Option<(Instant, Vec<SubnetInfo>)>>,
 }
 
@@ -61,6 +67,7 @@ impl AwsProvider {
             cloud: Cloud::new(sdk),
             cluster: config.cluster_name,
             known: Mutex::default(),
+            swept: Mutex::default(),
             subnets: Mutex::default(),
         }
     }
@@ -306,6 +313,38 @@ impl AwsProvider {
 
     /// Removes what an earlier ensure made for this Service and the current one
     /// no longer uses (a load balancer replaced because its name changed).
+    /// Deletes what the last sweep found tagged for this Service and that its
+    /// load balancer no longer uses: a load balancer replaced (new name or
+    /// scheme) by a controller that stopped before it could delete the old
+    /// one, and that one's target groups. Reconciles of one Service never run
+    /// at once, so nothing here is still being built.
+    async fn drop_stale(&self, key: &ServiceKey, current: &Known) -> Result<(), ProviderError> {
+        let Some((lbs, tgs)) = lock(&self.swept).remove(key) else {
+            return Ok(());
+        };
+        let stale_lbs: Vec<&String> = lbs.iter().filter(|lb| **lb != current.lb_arn).collect();
+        let stale_tgs: Vec<&String> = tgs
+            .iter()
+            .filter(|t| !current.target_groups.contains(t))
+            .collect();
+        let result = async {
+            for lb in &stale_lbs {
+                info!(service = %key, old = %lb, "deleting a load balancer of this Service that it no longer uses");
+                delete_load_balancer(&self.cloud, lb).await?;
+            }
+            for tg in &stale_tgs {
+                delete_target_group(&self.cloud, tg).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            // Tried again on the next ensure (deleting what is gone is fine).
+            lock(&self.swept).insert(key.clone(), (lbs, tgs));
+        }
+        result
+    }
+
     async fn drop_replaced(&self, key: &ServiceKey, current: &Known) -> Result<(), ProviderError> {
         let previous = lock(&self.known).get(key).cloned();
         let Some(previous) = previous else {
@@ -479,6 +518,7 @@ impl Provider for AwsProvider {
                 .collect(),
         };
         self.drop_replaced(&intent.key, &current).await?;
+        self.drop_stale(&intent.key, &current).await?;
         lock(&self.known).insert(intent.key.clone(), current);
         Ok(LoadBalancerStatus {
             ingress: ingress(&applied.lb),
@@ -487,10 +527,10 @@ impl Provider for AwsProvider {
     }
 
     async fn owners(&self) -> Result<BTreeSet<ServiceKey>, ProviderError> {
-        Ok(observe::owned(&self.cloud, &self.cluster)
-            .await?
-            .into_keys()
-            .collect())
+        let owned = observe::owned(&self.cloud, &self.cluster).await?;
+        let keys = owned.keys().cloned().collect();
+        *lock(&self.swept) = owned;
+        Ok(keys)
     }
 
     async fn delete(&self, key: &ServiceKey) -> Result<(), ProviderError> {
