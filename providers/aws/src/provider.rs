@@ -566,8 +566,13 @@ impl Provider for AwsProvider {
                     }
                 }
             }
-            // Without the cluster's VPC nothing could have been built either.
-            Err(e) => warn!(service = %key, error = %e, "cannot look for source-range rules"),
+            // No VPC is tagged for the cluster: nothing could have been built
+            // there either. Any other failure (throttling, a network error)
+            // is retried, or the rules would outlive the Service.
+            Err(e @ ProviderError::Unsatisfiable { .. }) => {
+                warn!(service = %key, error = %e, "cannot look for source-range rules")
+            }
+            Err(e) => return Err(e),
         }
         if !lbs.is_empty() || !tgs.is_empty() {
             info!(service = %key, load_balancers = lbs.len(), target_groups = tgs.len(), "deleted");
