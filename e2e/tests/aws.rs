@@ -763,11 +763,16 @@ async fn static_addresses_and_named_security_groups() -> Result<()> {
             }
         }
         let acc = aws.account().await?;
+        // Found by name: named-sg's load balancer is internal too.
         let internal = acc
             .load_balancers
             .iter()
-            .find(|lb| lb.scheme().map(|s| s.as_str()) == Some("internal"))
-            .context("no internal load balancer")?;
+            .find(|lb| {
+                lb.load_balancer_name()
+                    .is_some_and(|n| n.contains("-private-"))
+            })
+            .context("no load balancer for Service private")?;
+        assert_eq!(internal.scheme().map(|s| s.as_str()), Some("internal"));
         let by_subnet: BTreeMap<&str, &str> = internal
             .availability_zones()
             .iter()
