@@ -95,7 +95,7 @@ fn classify(code: Option<&str>) -> Outcome {
 /// A failed AWS call, with what the controller needs to decide what next.
 /// It displays as what AWS said and its error code, which is what a user
 /// reading the Service's Events needs to act on.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{message} ({service} error {})", code.as_deref().unwrap_or("without a code"))]
 pub struct CallError {
     pub service: &'static str,

@@ -9,6 +9,7 @@
 mod addresses;
 pub mod annotations;
 mod apply;
+mod batch;
 mod cloud;
 pub mod model;
 pub mod naming;

@@ -1,13 +1,17 @@
 //! Read-only calls: what exists of one Service's load balancer, found by tags.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use aws_sdk_elasticloadbalancingv2::types::{Listener, ProtocolEnum, TargetGroup, TargetTypeEnum};
+use aws_sdk_elasticloadbalancingv2::types::{
+    Listener, LoadBalancer, ProtocolEnum, TargetGroup, TargetTypeEnum,
+};
 use ferrolb_provider_api::{ProviderError, ServiceKey};
 
 use crate::annotations::{HcPort, HcProtocol, HealthCheck, TargetType};
 use crate::apply::LbHandle;
-use crate::cloud::Cloud;
+use crate::batch::Batcher;
+use crate::cloud::{CallError, Cloud};
 use crate::model::{DesiredLoadBalancer, NlbProtocol, Target};
 use crate::plan::{Observed, ObservedListener, ObservedLoadBalancer, ObservedTargetGroup};
 use crate::tags;
@@ -15,29 +19,97 @@ use crate::tags;
 /// DescribeTags takes at most 20 resources per call.
 const TAGS_PER_CALL: usize = 20;
 
-/// The load balancer named like the desired one, if it exists and is ours,
-/// with its listeners, target groups and targets. A load balancer of that name
-/// without our tags is somebody else's: it is reported, never touched.
-pub async fn observe(
-    cloud: &Cloud,
-    desired: &DesiredLoadBalancer,
-    cluster: &str,
-    key: &ServiceKey,
-) -> Result<(Observed, Option<String>), ProviderError> {
-    let found = cloud
-        .elb(
+/// How long a batched read waits for others to join it.
+const BATCH_WINDOW: Duration = Duration::from_millis(25);
+/// DescribeLoadBalancers takes at most this many names.
+const NAMES_PER_CALL: usize = 20;
+
+/// The reads that observe shares across Services, batched.
+pub struct Reads {
+    load_balancers: Batcher<LoadBalancer>,
+    tags: Batcher<BTreeMap<String, String>>,
+}
+
+impl Reads {
+    pub fn new(cloud: &Cloud) -> Self {
+        let (c1, c2) = (cloud.clone(), cloud.clone());
+        Reads {
+            load_balancers: Batcher::new(BATCH_WINDOW, NAMES_PER_CALL, move |names| {
+                load_balancers_named(c1.clone(), names)
+            }),
+            tags: Batcher::new(BATCH_WINDOW, TAGS_PER_CALL, move |arns| {
+                let cloud = c2.clone();
+                async move { tags_of(&cloud, &arns).await }
+            }),
+        }
+    }
+}
+
+/// Load balancers by name. AWS answers a list with a missing name with
+/// LoadBalancerNotFound for all of them, so such a list is asked again one
+/// name at a time.
+async fn load_balancers_named(
+    cloud: Cloud,
+    names: Vec<String>,
+) -> Result<BTreeMap<String, LoadBalancer>, CallError> {
+    let by_name = |lbs: &[LoadBalancer]| -> BTreeMap<String, LoadBalancer> {
+        lbs.iter()
+            .filter_map(|lb| Some((lb.load_balancer_name()?.to_string(), lb.clone())))
+            .collect()
+    };
+    let describe = |names: Vec<String>| {
+        cloud.elb(
             "DescribeLoadBalancers",
             cloud
                 .elbv2
                 .describe_load_balancers()
-                .names(&desired.name)
+                .set_names(Some(names))
                 .send(),
         )
-        .await;
-    let lb = match found {
-        Ok(out) => out.load_balancers().first().cloned(),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e.into()),
+    };
+    match describe(names.clone()).await {
+        Ok(out) => Ok(by_name(out.load_balancers())),
+        Err(e) if e.is_not_found() && names.len() > 1 => {
+            let mut found = BTreeMap::new();
+            for name in names {
+                match describe(vec![name]).await {
+                    Ok(out) => found.extend(by_name(out.load_balancers())),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(found)
+        }
+        Err(e) if e.is_not_found() => Ok(BTreeMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The load balancer named like the desired one, if it exists and is ours,
+/// with its listeners, target groups and targets. A load balancer of that name
+/// without our tags is somebody else's: it is reported, never touched.
+///
+/// `expected`: the Service is thought to have its load balancer already, so
+/// the lookup waits a moment to share a call with other Services'; a first
+/// create asks on its own (a batch with a missing name costs a call more).
+pub async fn observe(
+    cloud: &Cloud,
+    reads: &Reads,
+    desired: &DesiredLoadBalancer,
+    cluster: &str,
+    key: &ServiceKey,
+    expected: bool,
+) -> Result<(Observed, Option<String>), ProviderError> {
+    let lb = if expected {
+        reads
+            .load_balancers
+            .get(vec![desired.name.clone()])
+            .await?
+            .remove(&desired.name)
+    } else {
+        load_balancers_named(cloud.clone(), vec![desired.name.clone()])
+            .await?
+            .remove(&desired.name)
     };
     let Some(lb) = lb else {
         return Ok((Observed::default(), None));
@@ -107,7 +179,7 @@ pub async fn observe(
             .iter()
             .filter_map(|t| t.target_group_arn().map(str::to_string)),
     );
-    let all_tags = describe_tags(cloud, &arns).await?;
+    let all_tags = reads.tags.get(arns).await?;
     let lb_tags = all_tags.get(&lb_arn).cloned().unwrap_or_default();
     if !tags::is_owned_by(&lb_tags, cluster, key) {
         return Err(ProviderError::unsatisfiable(format!(
@@ -333,6 +405,13 @@ pub async fn describe_tags(
     cloud: &Cloud,
     arns: &[String],
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>, ProviderError> {
+    Ok(tags_of(cloud, arns).await?)
+}
+
+async fn tags_of(
+    cloud: &Cloud,
+    arns: &[String],
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, CallError> {
     let mut out = BTreeMap::new();
     for chunk in arns.chunks(TAGS_PER_CALL) {
         let resp = cloud

@@ -1,12 +1,13 @@
 //! [`AwsProvider`]: observe → plan → apply for one Service's NLB.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Filter;
 use ferrolb_provider_api::{
-    Ingress, LoadBalancerIntent, LoadBalancerStatus, Provider, ProviderError, ServiceKey,
+    Ingress, LoadBalancerIntent, LoadBalancerStatus, OwnedService, Provider, ProviderError,
+    ServiceKey,
 };
 use tracing::{debug, info, warn};
 
@@ -42,7 +43,11 @@ type Tagged = (Vec<String>, Vec<String>);
 
 pub struct AwsProvider {
     cloud: Cloud,
+    reads: observe::Reads,
     cluster: String,
+    /// Services whose status showed a hostname when the controller started:
+    /// their load balancers most likely exist.
+    published: Mutex<HashSet<ServiceKey>>,
     known: Mutex<HashMap<ServiceKey, Known>>,
     /// What the last sweep found tagged for each Service that still exists,
     /// until that Service's next ensure has looked at it.
@@ -63,8 +68,11 @@ impl AwsProvider {
     }
 
     pub fn from_sdk(sdk: &aws_config::SdkConfig, config: AwsConfig) -> Self {
+        let cloud = Cloud::new(sdk);
         Self {
-            cloud: Cloud::new(sdk),
+            reads: observe::Reads::new(&cloud),
+            published: Mutex::default(),
+            cloud,
             cluster: config.cluster_name,
             known: Mutex::default(),
             swept: Mutex::default(),
@@ -406,8 +414,17 @@ impl Provider for AwsProvider {
             ));
         }
         let mut desired = model::build(intent, &opts, &self.cluster, Vec::new())?;
-        let (observed, vpc_id) =
-            observe::observe(&self.cloud, &desired, &self.cluster, &intent.key).await?;
+        let expected = lock(&self.known).contains_key(&intent.key)
+            || lock(&self.published).contains(&intent.key);
+        let (observed, vpc_id) = observe::observe(
+            &self.cloud,
+            &self.reads,
+            &desired,
+            &self.cluster,
+            &intent.key,
+            expected,
+        )
+        .await?;
         let actions = plan::plan(&desired, &observed);
         let mut vpc_id = vpc_id;
         if actions.contains(&Action::CreateLoadBalancer) {
@@ -526,6 +543,15 @@ impl Provider for AwsProvider {
         })
     }
 
+    async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
+        let published = owned
+            .into_iter()
+            .filter(|s| s.ingress.iter().any(|i| matches!(i, Ingress::Hostname(_))))
+            .map(|s| s.intent.key);
+        lock(&self.published).extend(published);
+        Ok(())
+    }
+
     async fn owners(&self) -> Result<BTreeSet<ServiceKey>, ProviderError> {
         let owned = observe::owned(&self.cloud, &self.cluster).await?;
         let keys = owned.keys().cloned().collect();
@@ -578,6 +604,7 @@ impl Provider for AwsProvider {
             info!(service = %key, load_balancers = lbs.len(), target_groups = tgs.len(), "deleted");
         }
         lock(&self.known).remove(key);
+        lock(&self.published).remove(key);
         Ok(())
     }
 }
