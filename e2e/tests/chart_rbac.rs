@@ -189,8 +189,10 @@ fn assert_nothing_forbidden(ctl: &FerrolbProcess) -> Result<()> {
     let denied: Vec<&str> = log
         .lines()
         .filter(|l| {
+            // kube-rs shows a refusal as "... is forbidden: ..." with
+            // "code: 403"; a bare "403" would also match timestamps.
             let l = l.to_ascii_lowercase();
-            l.contains("forbidden") || l.contains("403")
+            l.contains("forbidden") || l.contains("code: 403") || l.contains("\"code\":403")
         })
         .collect();
     if !denied.is_empty() {
