@@ -188,9 +188,7 @@ pub async fn apply(
                             .load_balancer_arn(lb_arn(&lb)?)
                             .port(i32::from(l.port))
                             .protocol(protocol(l.protocol))
-                            .set_certificates(certificates(
-                                &l.certificates[..l.certificates.len().min(1)],
-                            ))
+                            .set_certificates(default_certificate(&l.certificates))
                             .set_ssl_policy(l.ssl_policy.clone())
                             .default_actions(forward(&tg_arn(tg, &new_tgs)))
                             .send(),
@@ -239,9 +237,7 @@ pub async fn apply(
                             .modify_listener()
                             .listener_arn(arn)
                             .protocol(protocol(l.protocol))
-                            .set_certificates(certificates(
-                                &l.certificates[..l.certificates.len().min(1)],
-                            ))
+                            .set_certificates(default_certificate(&l.certificates))
                             .set_ssl_policy(l.ssl_policy.clone())
                             .default_actions(forward(&tg_arn(tg, &new_tgs)))
                             .send(),
@@ -509,6 +505,12 @@ async fn add_listener_certificates(
         )
         .await?;
     Ok(())
+}
+
+/// The first of a listener's certificates, its default; the rest are added
+/// with AddListenerCertificates.
+fn default_certificate(arns: &[String]) -> Option<Vec<Certificate>> {
+    certificates(&arns[..arns.len().min(1)])
 }
 
 fn certificates(arns: &[String]) -> Option<Vec<Certificate>> {

@@ -100,17 +100,13 @@ pub async fn observe(
     key: &ServiceKey,
     expected: bool,
 ) -> Result<(Observed, Option<String>), ProviderError> {
-    let lb = if expected {
-        reads
-            .load_balancers
-            .get(vec![desired.name.clone()])
-            .await?
-            .remove(&desired.name)
+    let names = vec![desired.name.clone()];
+    let mut found = if expected {
+        reads.load_balancers.get(names).await?
     } else {
-        load_balancers_named(cloud.clone(), vec![desired.name.clone()])
-            .await?
-            .remove(&desired.name)
+        load_balancers_named(cloud.clone(), names).await?
     };
+    let lb = found.remove(&desired.name);
     let Some(lb) = lb else {
         return Ok((Observed::default(), None));
     };
@@ -401,13 +397,6 @@ fn health_check_of(tg: &TargetGroup) -> HealthCheck {
 }
 
 /// Tags of many resources, 20 per call.
-pub async fn describe_tags(
-    cloud: &Cloud,
-    arns: &[String],
-) -> Result<BTreeMap<String, BTreeMap<String, String>>, ProviderError> {
-    Ok(tags_of(cloud, arns).await?)
-}
-
 async fn tags_of(
     cloud: &Cloud,
     arns: &[String],
@@ -479,7 +468,7 @@ pub async fn owned(
         );
     }
     let all: Vec<String> = lbs.iter().chain(tgs.iter()).cloned().collect();
-    let tags = describe_tags(cloud, &all).await?;
+    let tags = tags_of(cloud, &all).await?;
     let owner = |arn: &String| tags.get(arn).and_then(|t| tags::owner(t, cluster));
     let mut out: BTreeMap<ServiceKey, (Vec<String>, Vec<String>)> = BTreeMap::new();
     for lb in &lbs {

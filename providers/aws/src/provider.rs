@@ -321,6 +321,20 @@ impl AwsProvider {
 
     /// Removes what an earlier ensure made for this Service and the current one
     /// no longer uses (a load balancer replaced because its name changed).
+    async fn drop_replaced(&self, key: &ServiceKey, current: &Known) -> Result<(), ProviderError> {
+        let previous = lock(&self.known).get(key).cloned();
+        let Some(previous) = previous else {
+            return Ok(());
+        };
+        self.delete_unused(
+            key,
+            std::slice::from_ref(&previous.lb_arn),
+            &previous.target_groups,
+            current,
+        )
+        .await
+    }
+
     /// Deletes what the last sweep found tagged for this Service and that its
     /// load balancer no longer uses: a load balancer replaced (new name or
     /// scheme) by a controller that stopped before it could delete the old
@@ -330,22 +344,7 @@ impl AwsProvider {
         let Some((lbs, tgs)) = lock(&self.swept).remove(key) else {
             return Ok(());
         };
-        let stale_lbs: Vec<&String> = lbs.iter().filter(|lb| **lb != current.lb_arn).collect();
-        let stale_tgs: Vec<&String> = tgs
-            .iter()
-            .filter(|t| !current.target_groups.contains(t))
-            .collect();
-        let result = async {
-            for lb in &stale_lbs {
-                info!(service = %key, old = %lb, "deleting a load balancer of this Service that it no longer uses");
-                delete_load_balancer(&self.cloud, lb).await?;
-            }
-            for tg in &stale_tgs {
-                delete_target_group(&self.cloud, tg).await?;
-            }
-            Ok(())
-        }
-        .await;
+        let result = self.delete_unused(key, &lbs, &tgs, current).await;
         if result.is_err() {
             // Tried again on the next ensure (deleting what is gone is fine).
             lock(&self.swept).insert(key.clone(), (lbs, tgs));
@@ -353,20 +352,20 @@ impl AwsProvider {
         result
     }
 
-    async fn drop_replaced(&self, key: &ServiceKey, current: &Known) -> Result<(), ProviderError> {
-        let previous = lock(&self.known).get(key).cloned();
-        let Some(previous) = previous else {
-            return Ok(());
-        };
-        if previous.lb_arn != current.lb_arn {
-            info!(service = %key, old = %previous.lb_arn, "deleting the load balancer this Service no longer uses");
-            delete_load_balancer(&self.cloud, &previous.lb_arn).await?;
+    /// Deletes those of `lbs` and `tgs` that are not `current`'s: the load
+    /// balancers first, so that their listeners no longer hold the groups.
+    async fn delete_unused(
+        &self,
+        key: &ServiceKey,
+        lbs: &[String],
+        tgs: &[String],
+        current: &Known,
+    ) -> Result<(), ProviderError> {
+        for lb in lbs.iter().filter(|lb| **lb != current.lb_arn) {
+            info!(service = %key, old = %lb, "deleting a load balancer this Service no longer uses");
+            delete_load_balancer(&self.cloud, lb).await?;
         }
-        for tg in previous
-            .target_groups
-            .iter()
-            .filter(|t| !current.target_groups.contains(t))
-        {
+        for tg in tgs.iter().filter(|t| !current.target_groups.contains(t)) {
             delete_target_group(&self.cloud, tg).await?;
         }
         Ok(())
