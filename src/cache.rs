@@ -2,10 +2,11 @@
 //! change to them must reconcile.
 //!
 //! Only the digested form ([`NodeInfo`], [`EndpointInfo`]) is kept. A Node update
-//! that does not change what any Service targets (heartbeats, unrelated labels)
-//! triggers nothing; one that does triggers only the Services whose target set
-//! it changes: every `Cluster` Service, and the `Local` Services with an
-//! endpoint on that node.
+//! that does not change what any Service targets (heartbeats, status) triggers
+//! nothing; one that does triggers only the Services whose target set it
+//! changes: every `Cluster` Service, and the `Local` Services with an endpoint
+//! on that node. A change to an eligible node's labels alone triggers only the
+//! Services that pick their nodes by label (the provider names the annotations).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -42,7 +43,7 @@ pub struct Cache {
 }
 
 /// How a node's change bears on load-balancer targets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NodeChange {
     /// Nothing any Service targets.
     None,
@@ -264,11 +265,8 @@ impl Cache {
             .filter(|(_, c)| *c == NodeChange::Targets)
             .map(|(n, _)| n.as_str())
             .collect();
-        let labels_only: BTreeSet<&str> = changed
-            .iter()
-            .filter(|(_, c)| *c == NodeChange::Labels)
-            .map(|(n, _)| n.as_str())
-            .collect();
+        // A label change matters only to Services that select nodes by label.
+        let any: BTreeSet<&str> = changed.iter().map(|(n, _)| n.as_str()).collect();
         services
             .state()
             .iter()
@@ -282,12 +280,7 @@ impl Cache {
                     .annotations
                     .as_ref()
                     .is_some_and(|a| self.label_annotations.iter().any(|k| a.contains_key(*k)));
-                // A label change matters only to Services that select by label.
-                let nodes: BTreeSet<&str> = if by_label {
-                    targets.union(&labels_only).copied().collect()
-                } else {
-                    targets.clone()
-                };
+                let nodes = if by_label { &any } else { &targets };
                 if nodes.is_empty() {
                     return false;
                 }
@@ -313,8 +306,8 @@ fn slice_key(slice: &EndpointSlice) -> Option<(ServiceName, String)> {
     Some((slice_service(slice)?, slice.metadata.name.clone()?))
 }
 
-/// Whether a node's change alters any Service's targets: only eligible nodes
-/// are targets, so changes to an ineligible node (before and after) do not.
+/// How a node's change bears on Services' targets: only eligible nodes are
+/// targets, so changes to an ineligible node (before and after) do not.
 fn node_change(old: Option<&NodeInfo>, new: Option<&NodeInfo>) -> NodeChange {
     fn view(
         n: Option<&NodeInfo>,
