@@ -185,6 +185,21 @@ struct Account {
     >,
 }
 
+impl Account {
+    /// The load balancer of Service `name` in the test namespace, by the
+    /// `k8s-<namespace>-<name>-<hash>` name ferrolb gives it.
+    fn load_balancer_of(
+        &self,
+        name: &str,
+    ) -> Option<&aws_sdk_elasticloadbalancingv2::types::LoadBalancer> {
+        let prefix = format!("k8s-test-{name}-");
+        self.load_balancers.iter().find(|lb| {
+            lb.load_balancer_name()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+    }
+}
+
 fn mutating(calls: &BTreeMap<String, u64>) -> u64 {
     calls
         .iter()
@@ -519,15 +534,10 @@ async fn target_node_labels_pick_the_nodes_and_only_their_services_follow_labels
             }
         };
         label("node-a").await?;
-        // Which instances each Service's target group holds, by the
-        // Service tag on the load balancer.
+        // Which instances each Service's target group holds.
         let targets_of = async |svc: &str| -> Result<BTreeSet<String>> {
             let acc = aws.account().await?;
-            let lb = acc
-                .load_balancers
-                .iter()
-                .find(|lb| lb.load_balancer_name().is_some_and(|n| n.contains(svc)));
-            let Some(lb) = lb else {
+            let Some(lb) = acc.load_balancer_of(svc) else {
                 return Ok(BTreeSet::new());
             };
             let tgs = aws
@@ -720,12 +730,7 @@ async fn static_addresses_and_named_security_groups() -> Result<()> {
         aws.wait_hostname("named-sg").await?;
         let acc = aws.account().await?;
         let lb = acc
-            .load_balancers
-            .iter()
-            .find(|lb| {
-                lb.load_balancer_name()
-                    .is_some_and(|n| n.contains("named-sg"))
-            })
+            .load_balancer_of("named-sg")
             .context("no load balancer for named-sg")?;
         assert_eq!(lb.security_groups(), [sg]);
 
@@ -765,12 +770,7 @@ async fn static_addresses_and_named_security_groups() -> Result<()> {
         let acc = aws.account().await?;
         // Found by name: named-sg's load balancer is internal too.
         let internal = acc
-            .load_balancers
-            .iter()
-            .find(|lb| {
-                lb.load_balancer_name()
-                    .is_some_and(|n| n.contains("-private-"))
-            })
+            .load_balancer_of("private")
             .context("no load balancer for Service private")?;
         assert_eq!(internal.scheme().map(|s| s.as_str()), Some("internal"));
         let by_subnet: BTreeMap<&str, &str> = internal
