@@ -36,8 +36,55 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the controller: allocate and provision load balancers for Services.
     Controller(Box<ControllerArgs>),
+    /// Run the speaker on a node: answer ARP/NDP for the addresses this node
+    /// is elected to announce.
+    Speaker(Box<SpeakerArgs>),
     /// Print the CustomResourceDefinitions as a multi-document YAML stream.
     Crds,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct SpeakerArgs {
+    /// The name of the Node this speaker runs on (from the downward API in
+    /// the chart).
+    #[arg(long, env = "FERROLB_NODE_NAME")]
+    pub node_name: String,
+
+    /// Path to a kubeconfig. Without it: KUBECONFIG, ~/.kube/config, then the
+    /// in-cluster service account.
+    #[arg(long, env = "FERROLB_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The `spec.loadBalancerClass` whose addresses are announced.
+    #[arg(
+        long,
+        env = "FERROLB_LOAD_BALANCER_CLASS",
+        default_value = "ferrolb.io/baremetal"
+    )]
+    pub load_balancer_class: String,
+
+    /// Also announce LoadBalancer Services that set no class (when the
+    /// controller is the cluster's default).
+    #[arg(long, env = "FERROLB_DEFAULT_CLASS")]
+    pub default_class: bool,
+
+    /// Address of the HTTP server for `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "FERROLB_METRICS_ADDR", default_value = "0.0.0.0:7473")]
+    pub metrics_addr: SocketAddr,
+
+    /// UDP port the speakers send each other heartbeats on; the same on
+    /// every node.
+    #[arg(long, env = "FERROLB_HEARTBEAT_PORT", default_value_t = 7946)]
+    pub heartbeat_port: u16,
+
+    /// How often a speaker tells the others it is alive.
+    #[arg(long, env = "FERROLB_HEARTBEAT_INTERVAL", value_parser = parse_duration, default_value = "100ms")]
+    pub heartbeat_interval: Duration,
+
+    /// A speaker not heard from for this long is dead, and its addresses move
+    /// to other nodes. Failover takes about this long after a node dies.
+    #[arg(long, env = "FERROLB_PEER_TIMEOUT", value_parser = parse_duration, default_value = "500ms")]
+    pub peer_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -240,6 +287,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn speaker_flags() {
+        let cli = Cli::try_parse_from(["ferrolb", "speaker", "--node-name", "n1"]).unwrap();
+        let Command::Speaker(args) = cli.command else {
+            panic!("not speaker")
+        };
+        assert_eq!(args.node_name, "n1");
+        assert_eq!(args.load_balancer_class, "ferrolb.io/baremetal");
+        assert_eq!(args.peer_timeout, Duration::from_millis(500));
+        assert!(
+            Cli::try_parse_from(["ferrolb", "speaker"]).is_err(),
+            "the node name is required"
+        );
     }
 
     #[test]

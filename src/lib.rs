@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod nodes;
 pub mod orphans;
 pub mod reconcile;
+pub mod speaker;
 
 use std::path::Path;
 
@@ -53,6 +54,10 @@ pub fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(controller::run(*args)),
+        Command::Speaker(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(speaker::run(*args)),
     }
 }
 

@@ -129,23 +129,40 @@ impl Metrics {
     }
 }
 
+/// What the HTTP server exposes: the controller's metrics or the speaker's.
+pub trait Exposition: Send + Sync + 'static {
+    /// The metrics in the OpenMetrics text format.
+    fn encode(&self) -> String;
+    /// Whether `/readyz` says ready.
+    fn is_ready(&self) -> bool;
+}
+
+impl Exposition for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
+    }
+    fn is_ready(&self) -> bool {
+        Metrics::is_ready(self)
+    }
+}
+
 /// Serves the endpoints until the process ends.
-pub async fn serve(
+pub async fn serve<E: Exposition>(
     listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
+    exposition: Arc<E>,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/metrics", get(render))
+        .route("/metrics", get(render::<E>))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(metrics);
+        .route("/readyz", get(readyz::<E>))
+        .with_state(exposition);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     }
     axum::serve(listener, app).await
 }
 
-async fn render(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn render<E: Exposition>(State(m): State<Arc<E>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
@@ -155,7 +172,7 @@ async fn render(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     )
 }
 
-async fn readyz(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn readyz<E: Exposition>(State(m): State<Arc<E>>) -> impl IntoResponse {
     if m.is_ready() {
         (StatusCode::OK, "ok")
     } else {

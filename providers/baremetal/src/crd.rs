@@ -90,4 +90,55 @@ pub struct IPPoolStatus {
     /// another pool), one message per problem.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// The advertisements that announce this pool's addresses, as
+    /// `L2Advertisement/<name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advertisements: Vec<String>,
+    /// Conditions that need a person's attention but leave the pool usable,
+    /// such as addresses that are allocated but that no advertisement announces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Says which nodes answer ARP (IPv4) and NDP (IPv6) for the addresses of
+/// which pools, on which interfaces.
+///
+/// Field names follow MetalLB's `L2Advertisement`. An address is announced
+/// when at least one advertisement covers its pool; exactly one eligible node
+/// answers for it at a time.
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "ferrolb.io",
+    version = "v1alpha1",
+    kind = "L2Advertisement",
+    plural = "l2advertisements",
+    singular = "l2advertisement",
+    shortname = "l2adv",
+    printcolumn = r#"{"name":"IP Pools","type":"string","jsonPath":".spec.ipPools"}"#,
+    printcolumn = r#"{"name":"Interfaces","type":"string","jsonPath":".spec.interfaces"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct L2AdvertisementSpec {
+    /// Names of the `IPPool`s whose addresses are announced. Empty means every
+    /// pool.
+    #[serde(default, rename = "ipPools", skip_serializing_if = "Vec::is_empty")]
+    pub ip_pools: Vec<String>,
+
+    /// Interfaces to answer on, by name (`eth0`, `bond0`). Empty means every
+    /// Ethernet interface that is up and is not a port of a bridge or bond.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+
+    /// Nodes that may announce; a node matching any selector may. Empty means
+    /// every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_selectors: Vec<LabelSelector>,
+}
+
+impl L2AdvertisementSpec {
+    /// Whether this advertisement covers the pool of that name.
+    pub fn covers_pool(&self, pool: &str) -> bool {
+        self.ip_pools.is_empty() || self.ip_pools.iter().any(|p| p == pool)
+    }
 }

@@ -108,6 +108,7 @@ impl Shared {
                 available_ipv4: u.available_v4,
                 available_ipv6: u.available_v6,
                 errors,
+                ..Default::default()
             },
             None => IPPoolStatus {
                 errors,

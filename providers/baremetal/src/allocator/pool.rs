@@ -31,6 +31,11 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Whether the address is in one of the pool's ranges.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.ranges.iter().any(|r| r.contains(ip))
+    }
+
     /// Whether the pool's namespace and selector rules let this Service use it.
     pub fn allows(
         &self,

@@ -1,0 +1,384 @@
+//! `ferrolb speaker`: runs on every node and makes the LAN deliver each
+//! allocated address to exactly one eligible node, by answering ARP and NDP
+//! for it there.
+//!
+//! The speaker watches what it needs to decide (Services, EndpointSlices,
+//! Nodes, IPPools, L2Advertisements), hears from the other speakers by UDP
+//! heartbeat, and recomputes the plan on every change. The plan is the same
+//! on every node, so each speaker answers for exactly the addresses it won.
+//! It writes no state of its own but the Services' announcement conditions.
+
+mod status;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferrolb_baremetal::allocator::{Pool, Selector, pool_from_spec};
+use ferrolb_baremetal::annotations::ALLOCATED_FROM_POOL;
+use ferrolb_baremetal::crd::{IPPool, L2Advertisement};
+use ferrolb_baremetal::speaker::membership::{Membership, Timing};
+use ferrolb_baremetal::speaker::metrics::SpeakerMetrics;
+use ferrolb_baremetal::speaker::plan::{self, AddressPlan, Advertisement, Inputs, ServiceView};
+use ferrolb_baremetal::speaker::responder::Responder;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, watch};
+use tracing::{info, warn};
+
+use crate::args::SpeakerArgs;
+use crate::metrics::{self, Exposition};
+use crate::reconcile::Config;
+
+/// Every address's decision, as the status writer reads it.
+pub type Plans = BTreeMap<IpAddr, AddressPlan>;
+
+struct Exposed {
+    metrics: Arc<SpeakerMetrics>,
+    ready: AtomicBool,
+}
+
+impl Exposition for Exposed {
+    fn encode(&self) -> String {
+        self.metrics.encode()
+    }
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
+    let me = args.node_name.clone();
+    let client = crate::client(args.kubeconfig.as_deref()).await?;
+    let exposed = Arc::new(Exposed {
+        metrics: Arc::new(SpeakerMetrics::new()),
+        ready: AtomicBool::new(false),
+    });
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding --metrics-addr {}", args.metrics_addr))?;
+    tokio::spawn(metrics::serve(listener, exposed.clone()));
+    let mut shutdown = Box::pin(crate::shutdown_signal()?);
+    info!(node = %me, class = %args.load_balancer_class, "starting speaker");
+
+    let changed = Arc::new(Notify::new());
+    let world = World {
+        services: reflect(Api::all(client.clone()), &changed, strip_service),
+        slices: reflect(Api::all(client.clone()), &changed, strip_slice),
+        nodes: reflect(Api::all(client.clone()), &changed, strip_node),
+        pools: reflect(Api::all(client.clone()), &changed, |_: &mut IPPool| {}),
+        ads: reflect(
+            Api::all(client.clone()),
+            &changed,
+            |_: &mut L2Advertisement| {},
+        ),
+        config: Config {
+            class: args.load_balancer_class.clone(),
+            default_class: args.default_class,
+            resync: Duration::ZERO,
+        },
+    };
+    tokio::select! {
+        r = world.wait_until_ready() => r?,
+        () = &mut shutdown => return Ok(()),
+    }
+
+    let membership = Membership::start(
+        me.clone(),
+        args.heartbeat_port,
+        Timing {
+            interval: args.heartbeat_interval,
+            timeout: args.peer_timeout,
+        },
+    )
+    .await
+    .with_context(|| format!("binding --heartbeat-port {}", args.heartbeat_port))?;
+    membership.set_targets(world.peer_addresses(&me));
+    // Hear from the live speakers before claiming anything, or this one
+    // would briefly answer for addresses that others hold.
+    tokio::select! {
+        () = tokio::time::sleep(args.peer_timeout + args.heartbeat_interval) => {}
+        () = &mut shutdown => return Ok(()),
+    }
+
+    let responder = Responder::new(exposed.metrics.clone());
+    let (plans_tx, plans_rx) = watch::channel(Arc::new(Plans::new()));
+    tokio::spawn(status::run(
+        client.clone(),
+        me.clone(),
+        world.services.clone(),
+        plans_rx,
+    ));
+    exposed.ready.store(true, Ordering::Relaxed);
+    let mut alive_rx = membership.subscribe();
+    let mut rescan = tokio::time::interval(Duration::from_secs(2));
+    let mut warned = BTreeSet::new();
+    loop {
+        let alive = alive_rx.borrow_and_update().clone();
+        exposed.metrics.peers_alive.set(alive.len() as i64);
+        let plans = world.plan(&alive, &mut warned);
+        let mine = plans
+            .values()
+            .filter_map(|p| match &p.announcer {
+                Some((node, ifaces)) if *node == me => Some((p.address, ifaces.clone())),
+                _ => None,
+            })
+            .collect();
+        responder.set(mine);
+        membership.set_targets(world.peer_addresses(&me));
+        plans_tx.send_if_modified(|old| {
+            let differ = **old != plans;
+            if differ {
+                *old = Arc::new(plans);
+            }
+            differ
+        });
+        tokio::select! {
+            () = changed.notified() => {}
+            r = alive_rx.changed() => if r.is_err() { break },
+            _ = rescan.tick() => responder.sync_interfaces(),
+            () = &mut shutdown => break,
+        }
+    }
+    // Stop answering first, then tell the others: they take over at once
+    // rather than after the peer timeout.
+    responder.set(BTreeMap::new());
+    membership.leave().await;
+    info!("handed over every address; exiting");
+    Ok(())
+}
+
+/// A watched, cached kind; every change wakes `changed`.
+fn reflect<K>(api: Api<K>, changed: &Arc<Notify>, strip: fn(&mut K)) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&Default::default()).into_owned();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer)
+        .touched_objects();
+    let changed = changed.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(_) => changed.notify_one(),
+                Err(e) => warn!(%kind, error = %e, "watch failed; retrying"),
+            }
+        }
+    });
+    reader
+}
+
+fn strip_service(svc: &mut Service) {
+    svc.metadata.managed_fields = None;
+    if let Some(a) = svc.metadata.annotations.as_mut() {
+        a.retain(|k, _| k == ALLOCATED_FROM_POOL);
+    }
+}
+
+fn strip_slice(slice: &mut EndpointSlice) {
+    slice.metadata.managed_fields = None;
+    slice.metadata.annotations = None;
+    slice.ports = None;
+    for ep in &mut slice.endpoints {
+        ep.addresses.clear();
+        ep.target_ref = None;
+        ep.hints = None;
+    }
+}
+
+/// A Node is kept for its name, labels and addresses.
+fn strip_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    node.metadata.annotations = None;
+    node.spec = None;
+    if let Some(status) = node.status.as_mut() {
+        *status = k8s_openapi::api::core::v1::NodeStatus {
+            addresses: status.addresses.take(),
+            ..Default::default()
+        };
+    }
+}
+
+struct World {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    nodes: Store<Node>,
+    pools: Store<IPPool>,
+    ads: Store<L2Advertisement>,
+    config: Config,
+}
+
+impl World {
+    async fn wait_until_ready(&self) -> anyhow::Result<()> {
+        self.services.wait_until_ready().await?;
+        self.slices.wait_until_ready().await?;
+        self.nodes.wait_until_ready().await?;
+        self.pools.wait_until_ready().await?;
+        self.ads.wait_until_ready().await?;
+        Ok(())
+    }
+
+    /// Where the other nodes' speakers listen: each Node's InternalIP, else
+    /// its ExternalIP.
+    fn peer_addresses(&self, me: &str) -> Vec<IpAddr> {
+        self.nodes
+            .state()
+            .iter()
+            .filter(|n| n.name_any() != me)
+            .filter_map(|n| {
+                let addrs = n.status.as_ref()?.addresses.as_ref()?;
+                ["InternalIP", "ExternalIP"].iter().find_map(|kind| {
+                    addrs
+                        .iter()
+                        .filter(|a| a.type_ == *kind)
+                        .find_map(|a| a.address.parse().ok())
+                })
+            })
+            .collect()
+    }
+
+    fn plan(&self, alive: &BTreeSet<String>, warned: &mut BTreeSet<String>) -> Plans {
+        let endpoints = self.endpoints();
+        let services: Vec<ServiceView> = self
+            .services
+            .state()
+            .iter()
+            .filter(|s| self.config.is_ours(s))
+            .filter_map(|s| service_view(s, &endpoints))
+            .collect();
+        let nodes: BTreeMap<String, BTreeMap<String, String>> = self
+            .nodes
+            .state()
+            .iter()
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect();
+        let pools: Vec<Pool> = self
+            .pools
+            .state()
+            .iter()
+            .filter_map(|p| pool_from_spec(&p.name_any(), &p.spec).ok())
+            .collect();
+        let ads: Vec<Advertisement> = self
+            .ads
+            .state()
+            .iter()
+            .filter_map(|a| match advertisement(a) {
+                Ok(ad) => {
+                    warned.remove(&ad.name);
+                    Some(ad)
+                }
+                Err(e) => {
+                    if warned.insert(a.name_any()) {
+                        warn!(advertisement = %a.name_any(), error = %e, "ignoring an invalid L2Advertisement");
+                    }
+                    None
+                }
+            })
+            .collect();
+        plan::plan(&Inputs {
+            services: &services,
+            nodes: &nodes,
+            pools: &pools,
+            advertisements: &ads,
+            alive,
+        })
+    }
+
+    /// Per Service, whether any endpoint is ready, and the nodes of the ready
+    /// ones.
+    fn endpoints(&self) -> HashMap<(String, String), (bool, BTreeSet<String>)> {
+        let mut out: HashMap<(String, String), (bool, BTreeSet<String>)> = HashMap::new();
+        for slice in self.slices.state() {
+            let Some(svc) = slice.labels().get("kubernetes.io/service-name") else {
+                continue;
+            };
+            let entry = out
+                .entry((slice.namespace().unwrap_or_default(), svc.clone()))
+                .or_default();
+            for ep in &slice.endpoints {
+                let ready = ep.conditions.as_ref().and_then(|c| c.ready) != Some(false);
+                if ready {
+                    entry.0 = true;
+                    if let Some(node) = &ep.node_name {
+                        entry.1.insert(node.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn service_view(
+    svc: &Service,
+    endpoints: &HashMap<(String, String), (bool, BTreeSet<String>)>,
+) -> Option<ServiceView> {
+    let addresses: Vec<IpAddr> = svc
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .iter()
+        .filter_map(|i| i.ip.as_ref()?.parse().ok())
+        .collect();
+    if addresses.is_empty() {
+        return None;
+    }
+    let namespace = svc.namespace().unwrap_or_default();
+    let name = svc.name_any();
+    let (any_ready, endpoint_nodes) = endpoints
+        .get(&(namespace.clone(), name.clone()))
+        .cloned()
+        .unwrap_or_default();
+    Some(ServiceView {
+        addresses,
+        pool: svc.annotations().get(ALLOCATED_FROM_POOL).cloned(),
+        local: svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.external_traffic_policy.as_deref())
+            == Some("Local"),
+        endpoint_nodes,
+        any_ready,
+        namespace,
+        name,
+    })
+}
+
+fn advertisement(a: &L2Advertisement) -> Result<Advertisement, String> {
+    let node_selectors = a
+        .spec
+        .node_selectors
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Selector::from_label_selector(s).map_err(|e| format!("spec.nodeSelectors[{i}]: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Advertisement {
+        name: a.name_any(),
+        pools: a.spec.ip_pools.clone(),
+        interfaces: a.spec.interfaces.clone(),
+        node_selectors,
+    })
+}
