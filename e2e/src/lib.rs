@@ -11,6 +11,7 @@ mod child;
 pub mod control_plane;
 pub mod fixtures;
 pub mod moto;
+pub mod netns;
 pub mod process;
 pub mod wait;
 

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::allocator::{Allocator, Pool, Request, Sharing, pool_from_spec};
 use crate::annotations::{self, ALLOCATED_FROM_POOL};
-use crate::crd::{IPPool, IPPoolStatus};
+use crate::crd::{IPPool, IPPoolStatus, L2Advertisement, L2AdvertisementSpec};
 
 #[derive(Clone, Debug)]
 pub struct BareMetalConfig {
@@ -38,6 +38,8 @@ struct Shared {
     /// Problems found in each pool's spec, shown in its status.
     problems: Mutex<BTreeMap<String, Vec<String>>>,
     notifier: Mutex<Option<ChangeNotifier>>,
+    /// The L2Advertisements, by name: which pools are announced.
+    advertisements: Mutex<BTreeMap<String, L2AdvertisementSpec>>,
     /// Wakes the pool status writer.
     dirty: Notify,
 }
@@ -57,6 +59,7 @@ impl BareMetalProvider {
                 allocator: Mutex::new(Allocator::new()),
                 problems: Mutex::default(),
                 notifier: Mutex::default(),
+                advertisements: Mutex::default(),
                 dirty: Notify::new(),
             }),
             pools_synced: watch::Sender::new(false),
@@ -101,7 +104,23 @@ impl Shared {
     fn status_of(&self, name: &str) -> IPPoolStatus {
         let usage = lock(&self.allocator).usage(name);
         let errors = lock(&self.problems).get(name).cloned().unwrap_or_default();
-        match usage {
+        let advertisements: Vec<String> = lock(&self.advertisements)
+            .iter()
+            .filter(|(_, spec)| spec.covers_pool(name))
+            .map(|(n, _)| format!("L2Advertisement/{n}"))
+            .collect();
+        let assigned = usage
+            .as_ref()
+            .is_some_and(|u| u.assigned_v4 > 0 || u.assigned_v6 > 0);
+        let warnings = if assigned && advertisements.is_empty() {
+            vec![
+                "allocated but not announced: no L2Advertisement covers this pool, so no node answers for its addresses"
+                    .to_string(),
+            ]
+        } else {
+            Vec::new()
+        };
+        let status = match usage {
             Some(u) => IPPoolStatus {
                 assigned_ipv4: u.assigned_v4,
                 assigned_ipv6: u.assigned_v6,
@@ -114,6 +133,11 @@ impl Shared {
                 errors,
                 ..Default::default()
             },
+        };
+        IPPoolStatus {
+            advertisements,
+            warnings,
+            ..status
         }
     }
 }
@@ -175,6 +199,42 @@ async fn watch_pools(
     }
 }
 
+/// Keeps the advertisements' specs, for the pools' status.
+async fn watch_advertisements(api: Api<L2Advertisement>, shared: Arc<Shared>) {
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut staging: Option<BTreeMap<String, L2AdvertisementSpec>> = None;
+    while let Some(event) = stream.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, "L2Advertisement watch failed; retrying");
+                continue;
+            }
+        };
+        let mut ads = lock(&shared.advertisements);
+        match event {
+            Event::Init => staging = Some(BTreeMap::new()),
+            Event::InitApply(a) => {
+                if let Some(s) = staging.as_mut() {
+                    s.insert(a.name_any(), a.spec);
+                }
+                continue;
+            }
+            Event::InitDone => *ads = staging.take().unwrap_or_default(),
+            Event::Apply(a) => {
+                ads.insert(a.name_any(), a.spec);
+            }
+            Event::Delete(a) => {
+                ads.remove(&a.name_any());
+            }
+        }
+        drop(ads);
+        shared.dirty.notify_one();
+    }
+}
+
 /// Writes each pool's status when it differs from what the pool shows.
 async fn write_pool_status(
     api: Api<IPPool>,
@@ -197,7 +257,15 @@ async fn write_pool_status(
             if last == Some(&want) {
                 continue;
             }
-            let patch = serde_json::json!({ "status": want });
+            // A merge patch leaves out what it does not name: lists that are
+            // now empty (and so not serialized) are removed explicitly.
+            let mut status = serde_json::to_value(&want).unwrap_or_default();
+            if let Some(fields) = status.as_object_mut() {
+                for list in ["errors", "advertisements", "warnings"] {
+                    fields.entry(list).or_insert(serde_json::Value::Null);
+                }
+            }
+            let patch = serde_json::json!({ "status": status });
             match api
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -257,6 +325,10 @@ impl Provider for BareMetalProvider {
             self.shared.clone(),
             self.pools_synced.clone(),
             pools_tx,
+        ));
+        tokio::spawn(watch_advertisements(
+            Api::all(self.client.clone()),
+            self.shared.clone(),
         ));
         let mut synced = self.pools_synced.subscribe();
         tokio::time::timeout(Duration::from_secs(120), synced.wait_for(|s| *s))
