@@ -45,6 +45,37 @@ fn assert_rbac_is_tight(objects: &[Value]) {
     }
 }
 
+/// The one object called `Kind/name`.
+fn named<'a>(objects: &'a [Value], kind_name: &str) -> &'a Value {
+    let found: Vec<&Value> = objects
+        .iter()
+        .filter(|o| kind_and_name(o) == kind_name)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{kind_name} among {:?}",
+        objects.iter().map(kind_and_name).collect::<Vec<_>>()
+    );
+    found[0]
+}
+
+/// The first container's ports, as (name, port, protocol).
+fn ports_of(workload: &Value) -> Vec<(String, i64, String)> {
+    container(workload)["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_owned(),
+                p["containerPort"].as_i64().unwrap_or_default(),
+                p["protocol"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()> {
     let helm = Helm::new().await?;
@@ -60,7 +91,8 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
     let cp = ControlPlane::start().await?;
     chart::prepare(&cp).await?;
 
-    // AWS: controller only, IRSA annotation, no pool access.
+    // AWS: controller only (there is no speaker for AWS, though
+    // speaker.enabled is on by default), IRSA annotation, no pool access.
     let (objects, warnings) = render_and_apply(&cp, &helm, &["-f", &aws], false).await?;
     assert!(
         !warnings.contains("Warning:"),
@@ -88,8 +120,8 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
     );
     let role = by_kind(&objects, "ClusterRole")[0];
     assert!(
-        !role.to_string().contains("ippools"),
-        "the AWS controller needs no pools: {role}"
+        !role["rules"].to_string().contains("ferrolb.io"),
+        "the AWS controller needs no pools or advertisements: {role}"
     );
     let deployment = by_kind(&objects, "Deployment")[0];
     assert_eq!(deployment["spec"]["replicas"], 2);
@@ -106,45 +138,117 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
     let env = container(deployment)["env"].to_string();
     assert!(env.contains("AWS_REGION"), "{env}");
 
-    // Bare metal: pools in the ClusterRole, default class; the speaker stays off.
+    // Bare metal: pools and advertisements in the controller's ClusterRole,
+    // the default class, and the speaker, which is on by default.
     let (objects, warnings) = render_and_apply(&cp, &helm, &["-f", &baremetal], false).await?;
-    assert!(!warnings.contains("Warning:"), "{warnings}");
-    assert!(
-        by_kind(&objects, "DaemonSet").is_empty(),
-        "speaker is off by default"
-    );
+    let names: BTreeSet<String> = objects.iter().map(kind_and_name).collect();
+    for want in [
+        "ServiceAccount/ferrolb-speaker",
+        "ClusterRole/ferrolb-speaker",
+        "ClusterRoleBinding/ferrolb-speaker",
+        "DaemonSet/ferrolb-speaker",
+        "Deployment/ferrolb-controller",
+    ] {
+        assert!(names.contains(want), "{want} in {names:?}");
+    }
     assert_rbac_is_tight(&objects);
-    let role = by_kind(&objects, "ClusterRole")[0].to_string();
-    assert!(role.contains("ippools/status"), "{role}");
-    let args = args_of(by_kind(&objects, "Deployment")[0]);
+    let role = named(&objects, "ClusterRole/ferrolb-controller");
+    let rules = role["rules"].as_array().cloned().unwrap_or_default();
+    assert!(
+        role["rules"].to_string().contains("ippools/status"),
+        "{role}"
+    );
+    let advertisements = serde_json::json!({
+        "apiGroups": ["ferrolb.io"],
+        "resources": ["l2advertisements"],
+        "verbs": ["list", "watch"],
+    });
+    assert!(
+        rules.contains(&advertisements),
+        "the controller reads the advertisements: {role}"
+    );
+    let args = args_of(named(&objects, "Deployment/ferrolb-controller"));
     assert!(args.iter().any(|a| a == "--default-class"), "{args:?}");
 
-    // The speaker, when asked for: on every node, host network, NET_RAW only.
-    let (objects, warnings) = render_and_apply(
-        &cp,
-        &helm,
-        &["-f", &baremetal, "--set", "speaker.enabled=true"],
-        false,
-    )
-    .await?;
-    assert_rbac_is_tight(&objects);
-    let speaker = by_kind(&objects, "DaemonSet")[0];
+    // The speaker's ClusterRole is the calls it makes, and no more.
+    assert_eq!(
+        named(&objects, "ClusterRole/ferrolb-speaker")["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["services", "nodes"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["ferrolb.io"], "resources": ["ippools", "l2advertisements"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["services/status"], "verbs": ["patch"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        ])
+    );
+    let binding = named(&objects, "ClusterRoleBinding/ferrolb-speaker");
+    assert_eq!(binding["roleRef"]["name"], "ferrolb-speaker");
+    assert_eq!(
+        binding["subjects"],
+        serde_json::json!([{"kind": "ServiceAccount", "name": "ferrolb-speaker", "namespace": NAMESPACE}])
+    );
+
+    // On every node, host network, root with NET_RAW only, its node's name
+    // from the downward API.
+    let speaker = named(&objects, "DaemonSet/ferrolb-speaker");
     let pod = &speaker["spec"]["template"]["spec"];
     assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(pod["serviceAccountName"], "ferrolb-speaker");
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
     assert_eq!(
         pod["tolerations"],
         serde_json::json!([{"operator": "Exists"}])
     );
-    assert_eq!(
-        container(speaker)["securityContext"]["capabilities"],
-        serde_json::json!({"drop": ["ALL"], "add": ["NET_RAW"]})
-    );
     assert!(
-        args_of(speaker)
-            .iter()
-            .any(|a| a == "--node-name=$(NODE_NAME)"),
-        "{:?}",
-        args_of(speaker)
+        pod["terminationGracePeriodSeconds"].as_i64().unwrap_or(30) <= 10,
+        "{}",
+        pod["terminationGracePeriodSeconds"]
+    );
+    let c = container(speaker);
+    assert_eq!(
+        c["securityContext"],
+        serde_json::json!({
+            "runAsUser": 0,
+            "runAsNonRoot": false,
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]},
+        })
+    );
+    assert_eq!(
+        c["env"][0],
+        serde_json::json!({
+            "name": "FERROLB_NODE_NAME",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}},
+        })
+    );
+    let args = args_of(speaker);
+    assert_eq!(args[0], "speaker", "{args:?}");
+    for want in [
+        "--load-balancer-class=ferrolb.io/baremetal",
+        "--default-class",
+        "--metrics-addr=0.0.0.0:7473",
+        "--heartbeat-port=7946",
+        "--heartbeat-interval=100ms",
+        "--peer-timeout=500ms",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+    }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--node-name")),
+        "the node name comes from FERROLB_NODE_NAME: {args:?}"
+    );
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+    }
+    assert_eq!(
+        ports_of(speaker),
+        [
+            ("metrics".into(), 7473, "TCP".into()),
+            ("heartbeat".into(), 7946, "UDP".into())
+        ]
     );
     // The restricted profile is really checked: a host-network pod breaks it,
     // and only the speaker does.
@@ -155,6 +259,23 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
     assert_eq!(violations.len(), 1, "{warnings}");
     assert!(violations[0].contains("hostNetwork"), "{warnings}");
 
+    // Without the speaker: nothing of it, and nothing breaks the profile.
+    let (objects, warnings) = render_and_apply(
+        &cp,
+        &helm,
+        &["-f", &baremetal, "--set", "speaker.enabled=false"],
+        false,
+    )
+    .await?;
+    assert!(!warnings.contains("Warning:"), "{warnings}");
+    let speaker_parts: Vec<String> = objects
+        .iter()
+        .map(kind_and_name)
+        .filter(|n| n.contains("speaker"))
+        .collect();
+    assert!(speaker_parts.is_empty(), "{speaker_parts:?}");
+
+    // The speaker's settings reach its flags and ports.
     let (objects, _) = render_and_apply(
         &cp,
         &helm,
@@ -162,16 +283,45 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
             "-f",
             &baremetal,
             "--set",
-            "speaker.enabled=true",
+            "loadBalancerClass=example.com/lan",
             "--set",
-            "speaker.capabilities.netAdmin=true",
+            "defaultClass=false",
+            "--set",
+            "speaker.metrics.port=9473",
+            "--set",
+            "speaker.heartbeatPort=8946",
+            "--set",
+            "speaker.heartbeatInterval=1s",
+            "--set",
+            "speaker.peerTimeout=3s",
+            "--set",
+            "speaker.priorityClassName=",
         ],
         false,
     )
     .await?;
+    let speaker = named(&objects, "DaemonSet/ferrolb-speaker");
+    let args = args_of(speaker);
+    for want in [
+        "--load-balancer-class=example.com/lan",
+        "--metrics-addr=0.0.0.0:9473",
+        "--heartbeat-port=8946",
+        "--heartbeat-interval=1s",
+        "--peer-timeout=3s",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a == "--default-class"), "{args:?}");
     assert_eq!(
-        container(by_kind(&objects, "DaemonSet")[0])["securityContext"]["capabilities"]["add"],
-        serde_json::json!(["NET_RAW", "NET_ADMIN"])
+        ports_of(speaker),
+        [
+            ("metrics".into(), 9473, "TCP".into()),
+            ("heartbeat".into(), 8946, "UDP".into())
+        ]
+    );
+    assert!(
+        speaker["spec"]["template"]["spec"]["priorityClassName"].is_null(),
+        "{speaker}"
     );
 
     // The ServiceMonitor needs the Prometheus Operator's CRD, which this
@@ -231,9 +381,27 @@ async fn values_schema_rejects_wrong_values() -> Result<()> {
             "/controller/metrics/port",
         ),
         (&["--set", "controler.replicas=2"], "controler"),
+        (&["--set", "speaker.enabled=yes"], "/speaker/enabled"),
         (
-            &["--set", "speaker.enabled=true", "--set", "provider=aws"],
-            "/speaker/enabled",
+            &["--set", "speaker.metrics.port=0"],
+            "/speaker/metrics/port",
+        ),
+        (
+            &["--set", "speaker.heartbeatPort=65536"],
+            "/speaker/heartbeatPort",
+        ),
+        (
+            &["--set", "speaker.heartbeatInterval=0ms"],
+            "/speaker/heartbeatInterval",
+        ),
+        (
+            &["--set", "speaker.peerTimeout=500"],
+            "/speaker/peerTimeout",
+        ),
+        // The speaker never changes the nodes' interfaces: no NET_ADMIN knob.
+        (
+            &["--set", "speaker.capabilities.netAdmin=true"],
+            "capabilities",
         ),
     ];
     for (args, path) in cases {
@@ -249,6 +417,37 @@ async fn values_schema_rejects_wrong_values() -> Result<()> {
             out.stderr
         );
     }
+    // A peer is declared dead only after two heartbeats are missed, as the
+    // speaker itself insists.
+    for (interval, timeout) in [("500ms", "500ms"), ("1s", "1900ms"), ("1m", "30s")] {
+        let (interval, timeout) = (
+            format!("speaker.heartbeatInterval={interval}"),
+            format!("speaker.peerTimeout={timeout}"),
+        );
+        let out = helm
+            .run_template(RELEASE, NAMESPACE, &["--set", &interval, "--set", &timeout])
+            .await?;
+        assert!(
+            !out.success
+                && out
+                    .stderr
+                    .contains("must be at least twice speaker.heartbeatInterval"),
+            "{interval} {timeout}:\n{}",
+            out.stderr
+        );
+    }
+    // Units are compared, not digits.
+    helm.template(
+        RELEASE,
+        NAMESPACE,
+        &[
+            "--set",
+            "speaker.heartbeatInterval=900ms",
+            "--set",
+            "speaker.peerTimeout=2s",
+        ],
+    )
+    .await?;
     Ok(())
 }
 

@@ -56,8 +56,10 @@ async fn one_node_answers_and_another_takes_over_when_it_dies() -> Result<()> {
     let first = c.wait_arp(&vip, |_| true).await?;
     assert!(c.nodes.contains(&first), "{first} is not a node's MAC");
 
-    let msg = wait_condition(&c, "web", "ferrolb.io/L2AnnouncedIPv4", |s, _| s == "True").await?;
-    assert!(msg.contains(&first), "{msg} does not name {first}");
+    wait_condition(&c, "web", "ferrolb.io/L2AnnouncedIPv4", |s, m| {
+        s == "True" && m.contains(&first)
+    })
+    .await?;
     let events = events_for(&c.env.client, &c.env.ns, "web").await?;
     assert!(
         events
@@ -247,5 +249,82 @@ async fn advertisements_pick_nodes_and_pools() -> Result<()> {
     // Its speaker dies: no other node is selected, so nobody answers.
     c.kill_speaker("node-1").await?;
     c.wait_arp_silent(&vip).await?;
+    Ok(())
+}
+
+/// What goes on the wire at a takeover, read back with tcpdump on the
+/// client: the new announcer sends gratuitous ARPs for the VIP with its own
+/// MAC, more than once; and the speakers' metrics count what they did.
+#[tokio::test(flavor = "multi_thread")]
+async fn takeover_sends_repeated_gratuitous_arps() -> Result<()> {
+    check_tools()?;
+    let mut c = L2Cluster::start(3).await?;
+    let ips = c
+        .create_service("web", false, false, &["node-0", "node-1", "node-2"])
+        .await?;
+    let vip = ips[0].clone();
+    let first = c.wait_arp(&vip, |_| true).await?;
+    let metrics = c.speaker_metrics(&first)?;
+    assert!(
+        metrics.contains("ferrolb_speaker_announced_addresses 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ferrolb_speaker_replies_total{protocol=\"arp\"}")),
+        "{metrics}"
+    );
+
+    let capture = tempfile::NamedTempFile::new()?;
+    let mut tcpdump = c
+        .lan
+        .command(common::l2::CLIENT, "tcpdump")
+        .args(["-i", "eth0", "-l", "-nn", "-e", "arp"])
+        .stdout(capture.reopen()?)
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // tcpdump needs a moment before it captures.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.kill_speaker(&first).await?;
+    let second = c.wait_arp(&vip, |n| n != first).await?;
+    // The burst lasts 3 s.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+    let text = std::fs::read_to_string(capture.path())?;
+    let mac = c.lan.mac(&second)?;
+    let gratuitous: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&mac) && l.contains(&format!("who-has {vip} tell {vip}")))
+        .collect();
+    assert!(
+        gratuitous.len() >= 3,
+        "expected repeated gratuitous ARPs from {second} ({mac}):\n{text}"
+    );
+    let metrics = c.speaker_metrics(&second)?;
+    let acquired = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ferrolb_speaker_handovers_total{direction=\"acquired\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(acquired >= Some(1), "{metrics}");
+    // Every speaker metric the troubleshooting guide names is served.
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/troubleshooting.md"
+    ))?;
+    let documented: Vec<&str> = guide
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `ferrolb_speaker_"))
+        .filter_map(|rest| rest.split(['`', '{']).next())
+        .collect();
+    assert!(documented.len() >= 5, "{documented:?}");
+    for name in documented {
+        let name = format!("ferrolb_speaker_{name}");
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&name)),
+            "{name} is documented but not served:\n{metrics}"
+        );
+    }
     Ok(())
 }

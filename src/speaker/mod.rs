@@ -59,7 +59,24 @@ impl Exposition for Exposed {
     }
 }
 
+/// Refuses timings that cannot work: a zero interval, or a timeout that a
+/// single late heartbeat would reach.
+fn check_timing(args: &SpeakerArgs) -> anyhow::Result<()> {
+    if args.heartbeat_interval.is_zero() {
+        anyhow::bail!("--heartbeat-interval must be more than 0");
+    }
+    if args.peer_timeout < args.heartbeat_interval * 2 {
+        anyhow::bail!(
+            "--peer-timeout ({:?}) must be at least twice --heartbeat-interval ({:?}), or one late heartbeat moves every address",
+            args.peer_timeout,
+            args.heartbeat_interval
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
+    check_timing(&args)?;
     let me = args.node_name.clone();
     let client = crate::client(args.kubeconfig.as_deref()).await?;
     let exposed = Arc::new(Exposed {
@@ -107,11 +124,13 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
     .with_context(|| format!("binding --heartbeat-port {}", args.heartbeat_port))?;
     membership.set_targets(world.peer_addresses(&me));
     // Hear from the live speakers before claiming anything, or this one
-    // would briefly answer for addresses that others hold.
+    // would briefly answer for addresses that others hold. Meanwhile the
+    // others keep this node's addresses: it says it is joining.
     tokio::select! {
         () = tokio::time::sleep(args.peer_timeout + args.heartbeat_interval) => {}
         () = &mut shutdown => return Ok(()),
     }
+    membership.set_ready().await;
 
     let responder = Responder::new(exposed.metrics.clone());
     let (plans_tx, plans_rx) = watch::channel(Arc::new(Plans::new()));
@@ -381,4 +400,31 @@ fn advertisement(a: &L2Advertisement) -> Result<Advertisement, String> {
         interfaces: a.spec.interfaces.clone(),
         node_selectors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> SpeakerArgs {
+        let cli = crate::args::Cli::try_parse_from(
+            ["ferrolb", "speaker", "--node-name", "n"]
+                .iter()
+                .chain(extra),
+        )
+        .unwrap();
+        match cli.command {
+            crate::args::Command::Speaker(a) => *a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn timings_that_cannot_work_are_refused() {
+        assert!(check_timing(&args(&[])).is_ok(), "the defaults work");
+        assert!(check_timing(&args(&["--heartbeat-interval", "0ms"])).is_err());
+        let err = check_timing(&args(&["--peer-timeout", "150ms"])).unwrap_err();
+        assert!(err.to_string().contains("--peer-timeout"), "{err}");
+    }
 }

@@ -76,7 +76,26 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* Whether the speaker is deployed: asked for, and bare metal. */}}
+{{/*
+Whether the speaker is deployed: asked for (the default), and bare metal. The
+AWS provider has no speaker, so `speaker.enabled` means nothing there.
+*/}}
 {{- define "ferrolb.speaker.enabled" -}}
 {{- if and .Values.speaker.enabled (eq .Values.provider "baremetal") }}true{{ end }}
+{{- end }}
+
+{{/* The class this install serves. */}}
+{{- define "ferrolb.loadBalancerClass" -}}
+{{- default (printf "ferrolb.io/%s" .Values.provider) .Values.loadBalancerClass }}
+{{- end }}
+
+{{/*
+A duration the schema has checked (`500ms`, `15s`, `2m`) in milliseconds, for
+comparing two of them.
+*/}}
+{{- define "ferrolb.durationMs" -}}
+{{- if hasSuffix "ms" . }}{{ trimSuffix "ms" . | int64 }}
+{{- else if hasSuffix "s" . }}{{ mul (trimSuffix "s" . | int64) 1000 }}
+{{- else }}{{ mul (trimSuffix "m" . | int64) 60000 }}
+{{- end }}
 {{- end }}

@@ -88,7 +88,30 @@ impl L2Cluster {
         for node in cluster.nodes.clone() {
             cluster.start_speaker(&node)?;
         }
+        cluster.wait_speakers_ready().await?;
         Ok(cluster)
+    }
+
+    /// Waits until every running speaker hears all the others, so a test
+    /// starts after the start-up election has settled.
+    pub async fn wait_speakers_ready(&self) -> Result<()> {
+        let want = format!("ferrolb_speaker_peers_alive {}", self.speakers.len());
+        for node in self.speakers.keys() {
+            wait_for(
+                &format!("the speaker on {node} to hear every speaker"),
+                WAIT,
+                || async {
+                    Ok(self
+                        .speaker_metrics(node)
+                        .ok()
+                        .filter(|m| m.lines().any(|l| l == want))
+                        .map(|_| ()))
+                },
+            )
+            .await
+            .with_context(|| self.logs())?;
+        }
+        Ok(())
     }
 
     pub async fn create_advertisement(&self, name: &str, spec: L2AdvertisementSpec) -> Result<()> {
@@ -148,6 +171,31 @@ impl L2Cluster {
         Ok(())
     }
 
+    /// Sends `signal` to the node's speaker without waiting for it to exit;
+    /// [`Self::reap_speaker`] waits.
+    pub fn signal_speaker(&mut self, node: &str, signal: rustix::process::Signal) -> Result<()> {
+        let p = self.speakers.get(node).context("no speaker on that node")?;
+        let pid = rustix::process::Pid::from_raw(p.pid() as i32).context("pid")?;
+        rustix::process::kill_process(pid, signal)?;
+        Ok(())
+    }
+
+    /// Waits for the node's speaker to exit (killing it after the grace
+    /// period) and forgets it.
+    pub async fn reap_speaker(&mut self, node: &str) -> Result<()> {
+        self.terminate_speaker(node).await
+    }
+
+    /// The speaker's `/metrics`, fetched from inside its node.
+    pub fn speaker_metrics(&self, node: &str) -> Result<String> {
+        let out = ferrolb_e2e::netns::run(
+            self.lan
+                .command(node, "curl")
+                .args(["-sf", "http://127.0.0.1:7473/metrics"]),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     pub fn speaker_log(&self, node: &str) -> String {
         self.speakers.get(node).map(|p| p.log()).unwrap_or_default()
     }
@@ -174,13 +222,13 @@ impl L2Cluster {
         self.macs.get(&mac.to_ascii_lowercase()).cloned()
     }
 
-    /// One ARP request from the client: the node that answered first, if any
-    /// answered within 300 ms.
-    pub fn arp(&self, ip: &str) -> Result<Option<String>> {
+    /// One ARP request that waits at most 50 ms for its answer: the probe of
+    /// the failover benchmark.
+    pub fn arp_quick(&self, ip: &str) -> Result<Option<String>> {
         let out = self
             .lan
             .command(CLIENT, "arping")
-            .args(["-C", "1", "-c", "1", "-w", "0.3", "-I", "eth0", ip])
+            .args(["-C", "1", "-c", "1", "-w", "0.05", "-I", "eth0", ip])
             .output()?;
         Ok(macs_in(&String::from_utf8_lossy(&out.stdout))
             .into_iter()

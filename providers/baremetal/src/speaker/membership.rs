@@ -3,6 +3,11 @@
 //! from it for the peer timeout. A speaker that stops cleanly says so, and
 //! its peers take over at once instead of waiting for the timeout.
 //!
+//! A speaker that has just started says it is joining until it has listened
+//! for a peer timeout: until then its peers keep its addresses, so a node
+//! coming back never leaves an address unanswered while it learns who is
+//! alive.
+//!
 //! Each speaker sends to every node (O(n²) packets in all, each ~40 bytes):
 //! at 100 nodes and 100 ms, about 1,000 packets a second in and out per node.
 
@@ -16,8 +21,17 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 const MAGIC: &[u8; 4] = b"FLB1";
-const ALIVE: u8 = 1;
-const LEAVING: u8 = 2;
+
+/// Where a speaker is in its life, as its heartbeats say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Started, still learning who is alive: announces nothing yet.
+    Joining = 3,
+    /// Takes part in the election.
+    Ready = 1,
+    /// Stopping: has stopped answering.
+    Leaving = 2,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
@@ -25,18 +39,19 @@ pub struct Heartbeat {
     /// When the sending process started: a restarted speaker is a new member,
     /// and a stale "leaving" from its previous run is ignored.
     pub incarnation: u64,
-    pub leaving: bool,
+    pub phase: Phase,
 }
 
 impl Heartbeat {
     pub fn encode(&self) -> Vec<u8> {
         let name = self.node.as_bytes();
+        let name = &name[..name.len().min(255)];
         let mut b = Vec::with_capacity(14 + name.len());
         b.extend_from_slice(MAGIC);
-        b.push(if self.leaving { LEAVING } else { ALIVE });
+        b.push(self.phase as u8);
         b.extend_from_slice(&self.incarnation.to_be_bytes());
-        b.push(name.len().min(255) as u8);
-        b.extend_from_slice(&name[..name.len().min(255)]);
+        b.push(name.len() as u8);
+        b.extend_from_slice(name);
         b
     }
 
@@ -44,9 +59,10 @@ impl Heartbeat {
         if b.len() < 14 || &b[..4] != MAGIC {
             return None;
         }
-        let leaving = match b[4] {
-            ALIVE => false,
-            LEAVING => true,
+        let phase = match b[4] {
+            1 => Phase::Ready,
+            2 => Phase::Leaving,
+            3 => Phase::Joining,
             _ => return None,
         };
         let incarnation = u64::from_be_bytes(b[5..13].try_into().ok()?);
@@ -58,7 +74,7 @@ impl Heartbeat {
         Some(Heartbeat {
             node: name.to_string(),
             incarnation,
-            leaving,
+            phase,
         })
     }
 }
@@ -72,13 +88,19 @@ pub struct Timing {
 struct Peer {
     last: Instant,
     incarnation: u64,
-    leaving: bool,
+    phase: Phase,
+}
+
+impl Peer {
+    fn counts(&self, now: Instant, timeout: Duration) -> bool {
+        self.phase == Phase::Ready && now - self.last < timeout
+    }
 }
 
 struct State {
     peers: HashMap<String, Peer>,
     targets: Vec<SocketAddr>,
-    leaving: bool,
+    phase: Phase,
 }
 
 /// The membership of one speaker. Cheap to clone.
@@ -98,7 +120,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Membership {
     /// Binds the heartbeat port (IPv6 and IPv4 where the host has IPv6) and
-    /// starts sending and listening.
+    /// starts sending and listening, as a joining member.
     pub async fn start(me: String, port: u16, timing: Timing) -> std::io::Result<Membership> {
         let socket =
             match UdpSocket::bind(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)).await {
@@ -110,7 +132,7 @@ impl Membership {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default();
         let m = Membership {
-            alive: watch::Sender::new(BTreeSet::from([me.clone()])),
+            alive: watch::Sender::new(BTreeSet::new()),
             me,
             incarnation,
             timing,
@@ -118,7 +140,7 @@ impl Membership {
             state: Arc::new(Mutex::new(State {
                 peers: HashMap::new(),
                 targets: Vec::new(),
-                leaving: false,
+                phase: Phase::Joining,
             })),
         };
         tokio::spawn(m.clone().send_loop());
@@ -126,19 +148,17 @@ impl Membership {
         Ok(m)
     }
 
-    /// The alive speakers, this one included until it leaves.
+    /// The speakers taking part in the election: those heard from within the
+    /// timeout that are ready, and this one once it is ready, until it leaves.
     pub fn subscribe(&self) -> watch::Receiver<BTreeSet<String>> {
         self.alive.subscribe()
     }
 
     /// Where the other speakers listen (the other nodes' addresses).
     pub fn set_targets(&self, addrs: Vec<IpAddr>) {
-        let port = self.socket.local_addr().map(|a| a.port()).unwrap_or(0);
-        let v6 = self
-            .socket
-            .local_addr()
-            .map(|a| a.is_ipv6())
-            .unwrap_or(false);
+        let local = self.socket.local_addr().ok();
+        let port = local.map(|a| a.port()).unwrap_or(0);
+        let v6 = local.is_some_and(|a| a.is_ipv6());
         let targets = addrs
             .into_iter()
             .filter_map(|ip| match (ip, v6) {
@@ -150,49 +170,57 @@ impl Membership {
         lock(&self.state).targets = targets;
     }
 
+    /// Joins the election, and tells the peers at once.
+    pub async fn set_ready(&self) {
+        self.enter(Phase::Ready, 1).await;
+    }
+
     /// Tells every peer this speaker is going, a few times over in case one
-    /// is lost, and stops counting itself alive.
+    /// is lost, and stops counting itself.
     pub async fn leave(&self) {
+        self.enter(Phase::Leaving, 3).await;
+    }
+
+    async fn enter(&self, phase: Phase, rounds: usize) {
         let targets = {
             let mut s = lock(&self.state);
-            s.leaving = true;
+            s.phase = phase;
             s.targets.clone()
         };
         self.publish();
-        let msg = Heartbeat {
-            node: self.me.clone(),
-            incarnation: self.incarnation,
-            leaving: true,
-        }
-        .encode();
-        for round in 0..3 {
+        let msg = self.heartbeat(phase);
+        for round in 0..rounds {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             for t in &targets {
                 let _ = self.socket.send_to(&msg, t).await;
-            }
-            if round < 2 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
 
-    async fn send_loop(self) {
-        let msg = Heartbeat {
+    fn heartbeat(&self, phase: Phase) -> Vec<u8> {
+        Heartbeat {
             node: self.me.clone(),
             incarnation: self.incarnation,
-            leaving: false,
+            phase,
         }
-        .encode();
+        .encode()
+    }
+
+    async fn send_loop(self) {
         let mut tick = tokio::time::interval(self.timing.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let (targets, leaving) = {
+            let (targets, phase) = {
                 let s = lock(&self.state);
-                (s.targets.clone(), s.leaving)
+                (s.targets.clone(), s.phase)
             };
-            if leaving {
+            if phase == Phase::Leaving {
                 return;
             }
+            let msg = self.heartbeat(phase);
             for t in &targets {
                 if let Err(e) = self.socket.send_to(&msg, t).await {
                     debug!(to = %t, error = %e, "heartbeat not sent");
@@ -224,34 +252,28 @@ impl Membership {
             let changed = {
                 let mut s = lock(&self.state);
                 let now = Instant::now();
-                match s.peers.get_mut(&hb.node) {
-                    Some(p) if hb.incarnation < p.incarnation => false,
-                    Some(p) => {
-                        let was_alive = !p.leaving && now - p.last < self.timing.timeout;
-                        if hb.incarnation > p.incarnation {
-                            p.leaving = false;
-                        }
-                        p.incarnation = hb.incarnation;
-                        p.leaving |= hb.leaving;
-                        p.last = now;
-                        let alive_now = !p.leaving;
-                        was_alive != alive_now
+                let timeout = self.timing.timeout;
+                let peer = s.peers.entry(hb.node.clone()).or_insert(Peer {
+                    last: now,
+                    incarnation: hb.incarnation,
+                    phase: Phase::Joining,
+                });
+                if hb.incarnation < peer.incarnation {
+                    // A message from a run that has since been replaced.
+                    false
+                } else {
+                    let before = peer.counts(now, timeout);
+                    // A leave is final for its run.
+                    if hb.incarnation > peer.incarnation || peer.phase != Phase::Leaving {
+                        peer.phase = hb.phase;
                     }
-                    None => {
-                        s.peers.insert(
-                            hb.node.clone(),
-                            Peer {
-                                last: now,
-                                incarnation: hb.incarnation,
-                                leaving: hb.leaving,
-                            },
-                        );
-                        !hb.leaving
-                    }
+                    peer.incarnation = hb.incarnation;
+                    peer.last = now;
+                    before != peer.counts(now, timeout)
                 }
             };
             if changed {
-                if hb.leaving {
+                if hb.phase == Phase::Leaving {
                     info!(node = %hb.node, "speaker left");
                 }
                 self.publish();
@@ -267,10 +289,10 @@ impl Membership {
             let mut alive: BTreeSet<String> = s
                 .peers
                 .iter()
-                .filter(|(_, p)| !p.leaving && now - p.last < self.timing.timeout)
+                .filter(|(_, p)| p.counts(now, self.timing.timeout))
                 .map(|(n, _)| n.clone())
                 .collect();
-            if !s.leaving {
+            if s.phase == Phase::Ready {
                 alive.insert(self.me.clone());
             }
             alive
@@ -298,11 +320,11 @@ mod tests {
 
     #[test]
     fn heartbeats_round_trip() {
-        for leaving in [false, true] {
+        for phase in [Phase::Joining, Phase::Ready, Phase::Leaving] {
             let hb = Heartbeat {
                 node: "worker-1.example".into(),
                 incarnation: 1_700_000_000_123,
-                leaving,
+                phase,
             };
             assert_eq!(Heartbeat::decode(&hb.encode()), Some(hb));
         }
@@ -335,6 +357,9 @@ mod tests {
                 .filter(|(j, _)| *j != i)
                 .map(|(_, a)| *a)
                 .collect();
+        }
+        for m in &ms {
+            m.set_ready().await;
         }
         ms.try_into().unwrap_or_else(|_| unreachable!())
     }
@@ -373,5 +398,30 @@ mod tests {
         wait_for(&mut rx, &["a", "b"]).await;
         lock(&c.state).targets = targets;
         wait_for(&mut rx, &["a", "b", "c"]).await;
+    }
+
+    /// A joining speaker is heard but not counted until it says it is ready.
+    #[tokio::test]
+    async fn a_joining_peer_counts_only_once_ready() {
+        let timing = Timing {
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_secs(60),
+        };
+        let a = Membership::start("a".into(), 0, timing).await.unwrap();
+        let b = Membership::start("b".into(), 0, timing).await.unwrap();
+        lock(&a.state).targets = vec![b.socket.local_addr().unwrap()];
+        lock(&b.state).targets = vec![a.socket.local_addr().unwrap()];
+        a.set_ready().await;
+        let mut rx = a.subscribe();
+        wait_for(&mut rx, &["a"]).await;
+        // b's joining heartbeats have arrived by now, and do not count.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(*rx.borrow(), BTreeSet::from(["a".to_string()]));
+        assert!(
+            !b.subscribe().borrow().contains("b"),
+            "b does not count itself while joining"
+        );
+        b.set_ready().await;
+        wait_for(&mut rx, &["a", "b"]).await;
     }
 }
