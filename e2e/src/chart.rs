@@ -7,7 +7,7 @@ pub mod kubectl;
 
 pub use helm::{Helm, HelmOutput, chart_dir, document_kinds};
 pub use install::{
-    NAMESPACE, NAMESPACE_YAML, RELEASE, args_of, by_kind, ci_values, container, kind_and_name,
-    prepare, render_and_apply,
+    NAMESPACE, NAMESPACE_YAML, RELEASE, args_of, by_kind, ci_values, client_from, container,
+    kind_and_name, prepare, render_and_apply, service_account_kubeconfig,
 };
 pub use kubectl::{KubectlOutput, apply, kubectl, objects};

@@ -10,52 +10,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use common::{Env, WAIT, WithLog};
-use ferrolb_e2e::chart::{self, Helm, NAMESPACE, args_of, render_and_apply};
+use ferrolb_e2e::chart::{
+    self, Helm, NAMESPACE, args_of, client_from, render_and_apply, service_account_kubeconfig,
+};
 use ferrolb_e2e::moto::Moto;
 use ferrolb_e2e::process::ferrolb_bin;
 use ferrolb_e2e::{ControlPlane, FerrolbProcess, fixtures, wait_for};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
-
-/// A kubeconfig like the admin's, but authenticated as the ServiceAccount
-/// with a token from the TokenRequest API, as a pod would be.
-async fn service_account_kubeconfig(cp: &ControlPlane, sa: &str, path: &Path) -> Result<()> {
-    let admin = cp.client().await?;
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(), // the apiserver's own
-            expiration_seconds: Some(3600),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(admin, NAMESPACE)
-        .create_token_request(sa, &PostParams::default(), &request)
-        .await
-        .with_context(|| format!("requesting a token for ServiceAccount {sa}"))?
-        .status
-        .context("the TokenRequest has no status")?
-        .token;
-    let mut kubeconfig = Kubeconfig::read_from(cp.kubeconfig_path())?;
-    for user in &mut kubeconfig.auth_infos {
-        let auth = user.auth_info.get_or_insert_with(Default::default);
-        auth.token = Some(token.clone().into());
-    }
-    // JSON is YAML: kube and kubectl read it as a kubeconfig.
-    std::fs::write(path, serde_json::to_vec_pretty(&kubeconfig)?)
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-async fn client_from(path: &Path) -> Result<kube::Client> {
-    let kubeconfig = Kubeconfig::read_from(path)?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    Ok(kube::Client::try_from(config)?)
-}
 
 fn api_status(result: Result<impl std::fmt::Debug, kube::Error>) -> Option<u16> {
     match result {

@@ -328,3 +328,89 @@ async fn takeover_sends_repeated_gratuitous_arps() -> Result<()> {
     }
     Ok(())
 }
+
+/// The speakers authenticated as the chart's speaker ServiceAccount, under
+/// the chart's RBAC applied for real: they announce, hand over, write their
+/// conditions and Events, and are never refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn speakers_run_under_the_charts_rbac() -> Result<()> {
+    use ferrolb_e2e::chart::{self, Helm, render_and_apply, service_account_kubeconfig};
+    check_tools()?;
+    let mut c = L2Cluster::start(3).await?;
+    let helm = Helm::new().await?;
+    chart::prepare(&c.env.cp).await?;
+    let values = chart::ci_values("baremetal-values.yaml");
+    let rbac = [
+        "-f",
+        &values,
+        "--show-only",
+        "templates/serviceaccounts.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ];
+    render_and_apply(&c.env.cp, &helm, &rbac, true).await?;
+    let daemonset = [
+        "-f",
+        &values,
+        "--show-only",
+        "templates/speaker-daemonset.yaml",
+    ];
+    let (objects, _) = render_and_apply(&c.env.cp, &helm, &daemonset, false).await?;
+    let sa = objects[0]["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .context("the DaemonSet names no ServiceAccount")?
+        .to_string();
+    let kubeconfig = c.env.cp.dir().join("speaker-sa.kubeconfig");
+    service_account_kubeconfig(&c.env.cp, &sa, &kubeconfig).await?;
+    c.speaker_kubeconfig = Some(kubeconfig);
+    for node in c.nodes.clone() {
+        c.kill_speaker(&node).await?;
+        c.start_speaker(&node)?;
+    }
+    c.wait_speakers_ready().await?;
+
+    let ips = c
+        .create_service("web", false, false, &["node-0", "node-1", "node-2"])
+        .await?;
+    let vip = ips[0].clone();
+    let first = c.wait_arp(&vip, |_| true).await?;
+    wait_condition(&c, "web", "ferrolb.io/L2AnnouncedIPv4", |s, m| {
+        s == "True" && m.contains(&first)
+    })
+    .await?;
+    c.terminate_speaker(&first).await?;
+    let second = c.wait_arp(&vip, |n| n != first).await?;
+    wait_condition(&c, "web", "ferrolb.io/L2AnnouncedIPv4", |s, m| {
+        s == "True" && m.contains(&second)
+    })
+    .await?;
+    wait_for(
+        "an AnnouncerChanged event from the new node",
+        WAIT,
+        || async {
+            let events = events_for(&c.env.client, &c.env.ns, "web").await?;
+            Ok(events
+                .into_iter()
+                .filter_map(|e| e.note)
+                .find(|n| n.contains(&format!("by {second}")))
+                .map(|_| ()))
+        },
+    )
+    .await?;
+    for node in &c.nodes {
+        let log = c.speaker_log(node);
+        let refused: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                l.contains("forbidden") || l.contains("code: 403")
+            })
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "speaker on {node} was refused:\n{}",
+            refused.join("\n")
+        );
+    }
+    Ok(())
+}

@@ -2,7 +2,13 @@
 //! CRDs for real, its namespace, and rendered objects applied with
 //! server-side dry-run or for real.
 
+use std::path::Path;
+
 use anyhow::{Context, Result, ensure};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
 
 use super::helm::{Helm, chart_dir, document_kinds};
@@ -111,4 +117,41 @@ pub fn args_of(workload: &Value) -> Vec<String> {
         .filter_map(Value::as_str)
         .map(str::to_owned)
         .collect()
+}
+
+/// A kubeconfig like the admin's, but authenticated as the ServiceAccount
+/// with a token from the TokenRequest API, as a pod would be.
+pub async fn service_account_kubeconfig(cp: &ControlPlane, sa: &str, path: &Path) -> Result<()> {
+    let admin = cp.client().await?;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(), // the apiserver's own
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(admin, NAMESPACE)
+        .create_token_request(sa, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("requesting a token for ServiceAccount {sa}"))?
+        .status
+        .context("the TokenRequest has no status")?
+        .token;
+    let mut kubeconfig = Kubeconfig::read_from(cp.kubeconfig_path())?;
+    for user in &mut kubeconfig.auth_infos {
+        let auth = user.auth_info.get_or_insert_with(Default::default);
+        auth.token = Some(token.clone().into());
+    }
+    // JSON is YAML: kube and kubectl read it as a kubeconfig.
+    std::fs::write(path, serde_json::to_vec_pretty(&kubeconfig)?)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// A client from a kubeconfig file.
+pub async fn client_from(path: &Path) -> Result<kube::Client> {
+    let kubeconfig = Kubeconfig::read_from(path)?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
 }

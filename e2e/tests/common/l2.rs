@@ -28,6 +28,8 @@ pub struct L2Cluster {
     macs: BTreeMap<String, String>,
     speakers: BTreeMap<String, FerrolbProcess>,
     pub controller: FerrolbProcess,
+    /// What the speakers authenticate with; the admin's kubeconfig if `None`.
+    pub speaker_kubeconfig: Option<std::path::PathBuf>,
     endpoint_n: usize,
 }
 
@@ -80,6 +82,7 @@ impl L2Cluster {
             macs,
             speakers: BTreeMap::new(),
             controller,
+            speaker_kubeconfig: None,
             endpoint_n: 0,
         };
         cluster
@@ -146,9 +149,13 @@ impl L2Cluster {
             "--log",
             "info,ferrolb=debug",
         ];
+        let kubeconfig = self
+            .speaker_kubeconfig
+            .as_deref()
+            .unwrap_or(self.env.cp.kubeconfig_path());
         let p = FerrolbProcess::spawn_program(
             Path::new("ip"),
-            self.env.cp.kubeconfig_path(),
+            kubeconfig,
             self.env.cp.dir(),
             &args,
             &[],
