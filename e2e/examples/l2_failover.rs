@@ -93,11 +93,7 @@ async fn main() -> Result<()> {
         .transpose()?
         .unwrap_or(20);
     check_tools()?;
-    let mut c = L2Cluster::start(3).await?;
-    let ips = c
-        .create_service("web", false, false, &["node-0", "node-1", "node-2"])
-        .await?;
-    let vip = ips[0].clone();
+    let (mut c, vip) = L2Cluster::start_with_web(3).await?;
     c.wait_arp(&vip, |_| true).await?;
 
     let mut baseline = Vec::new();

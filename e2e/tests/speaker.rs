@@ -48,11 +48,7 @@ async fn wait_condition(
 #[tokio::test(flavor = "multi_thread")]
 async fn one_node_answers_and_another_takes_over_when_it_dies() -> Result<()> {
     check_tools()?;
-    let mut c = L2Cluster::start(3).await?;
-    let ips = c
-        .create_service("web", false, false, &["node-0", "node-1", "node-2"])
-        .await?;
-    let vip = ips[0].clone();
+    let (mut c, vip) = L2Cluster::start_with_web(3).await?;
     let first = c.wait_arp(&vip, |_| true).await?;
     assert!(c.nodes.contains(&first), "{first} is not a node's MAC");
 
@@ -104,11 +100,7 @@ async fn one_node_answers_and_another_takes_over_when_it_dies() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_and_link_down_hand_over() -> Result<()> {
     check_tools()?;
-    let mut c = L2Cluster::start(3).await?;
-    let ips = c
-        .create_service("web", false, false, &["node-0", "node-1", "node-2"])
-        .await?;
-    let vip = ips[0].clone();
+    let (mut c, vip) = L2Cluster::start_with_web(3).await?;
     let first = c.wait_arp(&vip, |_| true).await?;
     c.terminate_speaker(&first).await?;
     let second = c.wait_arp(&vip, |n| n != first).await?;
@@ -258,11 +250,7 @@ async fn advertisements_pick_nodes_and_pools() -> Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn takeover_sends_repeated_gratuitous_arps() -> Result<()> {
     check_tools()?;
-    let mut c = L2Cluster::start(3).await?;
-    let ips = c
-        .create_service("web", false, false, &["node-0", "node-1", "node-2"])
-        .await?;
-    let vip = ips[0].clone();
+    let (mut c, vip) = L2Cluster::start_with_web(3).await?;
     let first = c.wait_arp(&vip, |_| true).await?;
     let metrics = c.speaker_metrics(&first)?;
     assert!(

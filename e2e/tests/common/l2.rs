@@ -95,6 +95,17 @@ impl L2Cluster {
         Ok(cluster)
     }
 
+    /// [`Self::start`], then a Service `web` with a ready endpoint on every
+    /// node, announced: the cluster and the Service's address.
+    pub async fn start_with_web(n: usize) -> Result<(L2Cluster, String)> {
+        let mut c = L2Cluster::start(n).await?;
+        let nodes = c.nodes.clone();
+        let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        let ips = c.create_service("web", false, false, &nodes).await?;
+        let vip = ips[0].clone();
+        Ok((c, vip))
+    }
+
     /// Waits until every running speaker hears all the others, so a test
     /// starts after the start-up election has settled.
     pub async fn wait_speakers_ready(&self) -> Result<()> {
@@ -229,31 +240,36 @@ impl L2Cluster {
         self.macs.get(&mac.to_ascii_lowercase()).cloned()
     }
 
-    /// One ARP request that waits at most 50 ms for its answer: the probe of
-    /// the failover benchmark.
-    pub fn arp_quick(&self, ip: &str) -> Result<Option<String>> {
+    /// Runs `arping` in the client with `args` and the address: the nodes
+    /// (or unknown MACs) that answered, in the order they did.
+    fn arping(&self, args: &[&str], ip: &str) -> Result<Vec<String>> {
         let out = self
             .lan
             .command(CLIENT, "arping")
-            .args(["-C", "1", "-c", "1", "-w", "0.05", "-I", "eth0", ip])
+            .args(args)
+            .args(["-I", "eth0", ip])
             .output()?;
         Ok(macs_in(&String::from_utf8_lossy(&out.stdout))
             .into_iter()
-            .next()
-            .map(|m| self.node_of(&m).unwrap_or(m)))
+            .map(|m| self.node_of(&m).unwrap_or(m))
+            .collect())
+    }
+
+    /// One ARP request that waits at most 50 ms for its answer: the probe of
+    /// the failover benchmark.
+    pub fn arp_quick(&self, ip: &str) -> Result<Option<String>> {
+        Ok(self
+            .arping(&["-C", "1", "-c", "1", "-w", "0.05"], ip)?
+            .into_iter()
+            .next())
     }
 
     /// Three ARP requests, 200 ms apart: every node (or unknown MAC) that
     /// answered any of them.
     pub fn arp_all(&self, ip: &str) -> Result<BTreeSet<String>> {
-        let out = self
-            .lan
-            .command(CLIENT, "arping")
-            .args(["-c", "3", "-W", "0.2", "-w", "1", "-I", "eth0", ip])
-            .output()?;
-        Ok(macs_in(&String::from_utf8_lossy(&out.stdout))
+        Ok(self
+            .arping(&["-c", "3", "-W", "0.2", "-w", "1"], ip)?
             .into_iter()
-            .map(|m| self.node_of(&m).unwrap_or(m))
             .collect())
     }
 
