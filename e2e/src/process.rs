@@ -66,16 +66,22 @@ impl FerrolbProcess {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> Result<Self> {
-        let log_path = new_log_file(log_dir)?;
         let mut cmd = Command::new(program);
         cmd.args(args).arg("--kubeconfig").arg(kubeconfig);
         if !envs.iter().any(|(key, _)| *key == "RUST_LOG") {
             cmd.env("RUST_LOG", DEFAULT_RUST_LOG);
         }
         cmd.envs(envs.iter().copied());
-        let name = program
+        Self::spawn_command(cmd, log_dir)
+    }
+
+    /// Runs `cmd` as it is (a peer such as a routing daemon), supervised and
+    /// logging like the others.
+    pub fn spawn_command(cmd: Command, log_dir: &Path) -> Result<Self> {
+        let log_path = new_log_file(log_dir)?;
+        let name = Path::new(cmd.as_std().get_program())
             .file_name()
-            .map_or_else(|| "ferrolb".into(), |n| n.to_string_lossy());
+            .map_or_else(|| "ferrolb".into(), |n| n.to_string_lossy().into_owned());
         let child = Supervised::spawn(&name, cmd, &log_path)?;
         Ok(FerrolbProcess { child })
     }

@@ -142,3 +142,117 @@ impl L2AdvertisementSpec {
         self.ip_pools.is_empty() || self.ip_pools.iter().any(|p| p == pool)
     }
 }
+
+/// A BGP router that speakers on the selected nodes peer with.
+///
+/// Field names follow MetalLB's `BGPPeer`.
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "ferrolb.io",
+    version = "v1alpha1",
+    kind = "BGPPeer",
+    plural = "bgppeers",
+    singular = "bgppeer",
+    shortname = "bgpp",
+    printcolumn = r#"{"name":"Peer Address","type":"string","jsonPath":".spec.peerAddress"}"#,
+    printcolumn = r#"{"name":"Peer ASN","type":"integer","jsonPath":".spec.peerASN"}"#,
+    printcolumn = r#"{"name":"My ASN","type":"integer","jsonPath":".spec.myASN"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPPeerSpec {
+    /// The AS number the speakers use.
+    #[serde(rename = "myASN")]
+    pub my_asn: u32,
+    /// The peer's AS number.
+    #[serde(rename = "peerASN")]
+    pub peer_asn: u32,
+    /// The peer's IPv4 or IPv6 address.
+    pub peer_address: String,
+    /// The peer's TCP port. Defaults to 179.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub peer_port: Option<u16>,
+    /// The local address the session is made from. Default: the kernel's
+    /// choice for the peer's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<String>,
+    /// The hold time to offer, like `90s`. Default 90s; 0 or at least 3s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<String>,
+    /// How often to send KEEPALIVEs, like `30s`. Default: a third of the
+    /// negotiated hold time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_time: Option<String>,
+    /// A Secret of type `kubernetes.io/basic-auth` in the speaker's
+    /// namespace whose `password` key is the session's TCP-MD5 password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretReference>,
+    /// Allow the peer to be more than one hop away (eBGP multihop).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ebgp_multi_hop: bool,
+    /// Nodes whose speakers peer with this router; empty means every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_selectors: Vec<LabelSelector>,
+    /// The name of a BFD profile. Not supported yet: a peer that sets it is
+    /// reported and used without BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_profile: Option<String>,
+}
+
+/// Names a Secret.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct SecretReference {
+    pub name: String,
+    /// Default: the speaker's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Says which pools' addresses are advertised over BGP, to which peers,
+/// from which nodes, with which attributes.
+///
+/// Field names follow MetalLB's `BGPAdvertisement`.
+#[derive(CustomResource, Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[kube(
+    group = "ferrolb.io",
+    version = "v1alpha1",
+    kind = "BGPAdvertisement",
+    plural = "bgpadvertisements",
+    singular = "bgpadvertisement",
+    shortname = "bgpadv",
+    printcolumn = r#"{"name":"IP Pools","type":"string","jsonPath":".spec.ipPools"}"#,
+    printcolumn = r#"{"name":"Peers","type":"string","jsonPath":".spec.peers"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPAdvertisementSpec {
+    /// Names of the `IPPool`s whose addresses are advertised. Empty means
+    /// every pool.
+    #[serde(default, rename = "ipPools", skip_serializing_if = "Vec::is_empty")]
+    pub ip_pools: Vec<String>,
+    /// The IPv4 prefix length advertised for each address. Default 32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32))]
+    pub aggregation_length: Option<u8>,
+    /// The IPv6 prefix length advertised for each address. Default 128.
+    #[serde(
+        default,
+        rename = "aggregationLengthV6",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 128))]
+    pub aggregation_length_v6: Option<u8>,
+    /// Communities to attach: `65000:100`, or `large:4200000001:1:2`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub communities: Vec<String>,
+    /// LOCAL_PREF to attach (iBGP peers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_pref: Option<u32>,
+    /// Names of the `BGPPeer`s to advertise to; empty means every peer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Nodes that advertise; empty means every node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_selectors: Vec<LabelSelector>,
+}

@@ -6,10 +6,11 @@
 //!   sockets, and sends gratuitous announcements on taking one over.
 //! - [`packet`] parses and builds the frames; [`sys`] holds the system calls.
 
+pub mod bgp;
 pub mod interfaces;
 pub mod membership;
 pub mod metrics;
 pub mod packet;
 pub mod plan;
 pub mod responder;
-mod sys;
+pub(crate) mod sys;

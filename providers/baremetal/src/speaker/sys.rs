@@ -164,3 +164,66 @@ pub fn register(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
             .map_err(io::Error::from)
     }
 }
+
+/// The kernel's `struct tcp_md5sig` (linux/tcp.h).
+#[repr(C)]
+struct TcpMd5Sig {
+    addr: libc::sockaddr_storage,
+    flags: u8,
+    prefixlen: u8,
+    keylen: u16,
+    ifindex: libc::c_int,
+    key: [u8; 80],
+}
+
+/// Signs the TCP segments to and from `peer` on this socket with TCP-MD5
+/// (RFC 2385), as BGP session passwords do. Set before connecting.
+pub fn set_tcp_md5(
+    fd: std::os::fd::BorrowedFd<'_>,
+    peer: std::net::SocketAddr,
+    key: &[u8],
+) -> io::Result<()> {
+    if key.len() > 80 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a TCP-MD5 key is at most 80 bytes",
+        ));
+    }
+    // SAFETY: all-zero is a valid value of this plain C struct.
+    let mut sig: TcpMd5Sig = unsafe { std::mem::zeroed() };
+    match peer {
+        std::net::SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is larger than and aligned for
+            // sockaddr_in; we write one whole sockaddr_in at its start.
+            let sin = unsafe {
+                &mut *(&mut sig.addr as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+        }
+        std::net::SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut sig.addr as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+        }
+    }
+    sig.keylen = key.len() as u16;
+    sig.key[..key.len()].copy_from_slice(key);
+    // SAFETY: `sig` is a live tcp_md5sig and its size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MD5SIG,
+            (&sig as *const TcpMd5Sig).cast(),
+            size_of::<TcpMd5Sig>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
