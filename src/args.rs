@@ -85,6 +85,11 @@ pub struct SpeakerArgs {
     /// to other nodes. Failover takes about this long after a node dies.
     #[arg(long, env = "FERROLB_PEER_TIMEOUT", value_parser = parse_duration, default_value = "500ms")]
     pub peer_timeout: Duration,
+
+    /// The namespace of the BGP password Secrets a `BGPPeer` names without a
+    /// namespace (the speaker's own, in the chart).
+    #[arg(long, env = "FERROLB_NAMESPACE", default_value = "ferrolb-system")]
+    pub namespace: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,12 +1,17 @@
 //! `ferrolb crds`: the CustomResourceDefinitions, generated from the Rust types.
 
-use ferrolb_baremetal::crd::{IPPool, L2Advertisement};
+use ferrolb_baremetal::crd::{BGPAdvertisement, BGPPeer, IPPool, L2Advertisement};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
 /// Every CRD ferrolb defines.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![IPPool::crd(), L2Advertisement::crd()]
+    vec![
+        IPPool::crd(),
+        L2Advertisement::crd(),
+        BGPPeer::crd(),
+        BGPAdvertisement::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream.

@@ -176,10 +176,19 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
         serde_json::json!([
             {"apiGroups": [""], "resources": ["services", "nodes"], "verbs": ["list", "watch"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["ferrolb.io"], "resources": ["ippools", "l2advertisements"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["ferrolb.io"], "resources": ["ippools", "l2advertisements", "bgppeers", "bgpadvertisements"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["services/status"], "verbs": ["patch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         ])
+    );
+    // BGP passwords: get, by name, in the release namespace only.
+    assert_eq!(
+        named(&objects, "Role/ferrolb-speaker")["rules"],
+        serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}])
+    );
+    assert_eq!(
+        named(&objects, "Role/ferrolb-speaker")["metadata"]["namespace"],
+        NAMESPACE
     );
     let binding = named(&objects, "ClusterRoleBinding/ferrolb-speaker");
     assert_eq!(binding["roleRef"]["name"], "ferrolb-speaker");

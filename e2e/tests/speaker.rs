@@ -301,10 +301,12 @@ async fn takeover_sends_repeated_gratuitous_arps() -> Result<()> {
         env!("CARGO_MANIFEST_DIR"),
         "/../docs/troubleshooting.md"
     ))?;
+    // (The BGP ones are checked where a BGP peer exists, in speaker_bgp.rs.)
     let documented: Vec<&str> = guide
         .lines()
         .filter_map(|l| l.strip_prefix("| `ferrolb_speaker_"))
         .filter_map(|rest| rest.split(['`', '{']).next())
+        .filter(|name| !name.starts_with("bgp_"))
         .collect();
     assert!(documented.len() >= 5, "{documented:?}");
     for name in documented {

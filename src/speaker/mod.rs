@@ -8,6 +8,7 @@
 //! on every node, so each speaker answers for exactly the addresses it won.
 //! It writes no state of its own but the Services' announcement conditions.
 
+mod bgp;
 mod status;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use ferrolb_baremetal::allocator::{Pool, Selector, pool_from_spec};
 use ferrolb_baremetal::annotations::ALLOCATED_FROM_POOL;
-use ferrolb_baremetal::crd::{IPPool, L2Advertisement};
+use ferrolb_baremetal::crd::{BGPAdvertisement, BGPPeer, IPPool, L2Advertisement};
 use ferrolb_baremetal::speaker::membership::{Membership, Timing};
 use ferrolb_baremetal::speaker::metrics::SpeakerMetrics;
 use ferrolb_baremetal::speaker::plan::{self, AddressPlan, Advertisement, Inputs, ServiceView};
@@ -101,6 +102,12 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
             &changed,
             |_: &mut L2Advertisement| {},
         ),
+        bgp_peers: reflect(Api::all(client.clone()), &changed, |_: &mut BGPPeer| {}),
+        bgp_ads: reflect(
+            Api::all(client.clone()),
+            &changed,
+            |_: &mut BGPAdvertisement| {},
+        ),
         config: Config {
             class: args.load_balancer_class.clone(),
             default_class: args.default_class,
@@ -144,10 +151,21 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
     let mut alive_rx = membership.subscribe();
     let mut rescan = tokio::time::interval(Duration::from_secs(2));
     let mut warned = BTreeSet::new();
+    let mut bgp = BgpSide::default();
     loop {
         let alive = alive_rx.borrow_and_update().clone();
         exposed.metrics.peers_alive.set(alive.len() as i64);
-        let plans = world.plan(&alive, &mut warned);
+        let snapshot = world.snapshot();
+        bgp.sync(
+            &client,
+            &world,
+            &snapshot,
+            &me,
+            &args.namespace,
+            &changed,
+            &exposed.metrics,
+        );
+        let plans = world.plan(&snapshot, &alive, &mut warned);
         let mine = plans
             .values()
             .filter_map(|p| match &p.announcer {
@@ -172,9 +190,9 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
         }
     }
     // Stop answering first, then tell the others: they take over at once
-    // rather than after the peer timeout.
+    // rather than after the peer timeout. Withdraw every BGP route meanwhile.
     responder.set(BTreeMap::new());
-    membership.leave().await;
+    tokio::join!(membership.leave(), bgp.sessions.stop_all());
     info!("handed over every address; exiting");
     Ok(())
 }
@@ -236,12 +254,21 @@ fn strip_node(node: &mut Node) {
     }
 }
 
+/// See [`World::snapshot`].
+struct Snapshot {
+    services: Vec<ServiceView>,
+    nodes: BTreeMap<String, BTreeMap<String, String>>,
+    pools: Vec<Pool>,
+}
+
 struct World {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     nodes: Store<Node>,
     pools: Store<IPPool>,
     ads: Store<L2Advertisement>,
+    bgp_peers: Store<BGPPeer>,
+    bgp_ads: Store<BGPAdvertisement>,
     config: Config,
 }
 
@@ -252,6 +279,8 @@ impl World {
         self.nodes.wait_until_ready().await?;
         self.pools.wait_until_ready().await?;
         self.ads.wait_until_ready().await?;
+        self.bgp_peers.wait_until_ready().await?;
+        self.bgp_ads.wait_until_ready().await?;
         Ok(())
     }
 
@@ -274,27 +303,39 @@ impl World {
             .collect()
     }
 
-    fn plan(&self, alive: &BTreeSet<String>, warned: &mut BTreeSet<String>) -> Plans {
+    /// What both protocols decide from: our Services with their endpoints,
+    /// the nodes' labels, the pools.
+    fn snapshot(&self) -> Snapshot {
         let endpoints = self.endpoints();
-        let services: Vec<ServiceView> = self
-            .services
-            .state()
-            .iter()
-            .filter(|s| self.config.is_ours(s))
-            .filter_map(|s| service_view(s, &endpoints))
-            .collect();
-        let nodes: BTreeMap<String, BTreeMap<String, String>> = self
-            .nodes
-            .state()
-            .iter()
-            .map(|n| (n.name_any(), n.labels().clone()))
-            .collect();
-        let pools: Vec<Pool> = self
-            .pools
-            .state()
-            .iter()
-            .filter_map(|p| pool_from_spec(&p.name_any(), &p.spec).ok())
-            .collect();
+        Snapshot {
+            services: self
+                .services
+                .state()
+                .iter()
+                .filter(|s| self.config.is_ours(s))
+                .filter_map(|s| service_view(s, &endpoints))
+                .collect(),
+            nodes: self
+                .nodes
+                .state()
+                .iter()
+                .map(|n| (n.name_any(), n.labels().clone()))
+                .collect(),
+            pools: self
+                .pools
+                .state()
+                .iter()
+                .filter_map(|p| pool_from_spec(&p.name_any(), &p.spec).ok())
+                .collect(),
+        }
+    }
+
+    fn plan(
+        &self,
+        snap: &Snapshot,
+        alive: &BTreeSet<String>,
+        warned: &mut BTreeSet<String>,
+    ) -> Plans {
         let ads: Vec<Advertisement> = self
             .ads
             .state()
@@ -313,12 +354,30 @@ impl World {
             })
             .collect();
         plan::plan(&Inputs {
-            services: &services,
-            nodes: &nodes,
-            pools: &pools,
+            services: &snap.services,
+            nodes: &snap.nodes,
+            pools: &snap.pools,
             advertisements: &ads,
             alive,
         })
+    }
+
+    /// This node's addresses, one per family, as next hops and router ID.
+    fn my_addresses(&self, me: &str) -> (Option<IpAddr>, Option<IpAddr>) {
+        let node = self.nodes.get(&reflector::ObjectRef::new(me));
+        let addrs: Vec<IpAddr> = node
+            .as_ref()
+            .and_then(|n| n.status.as_ref())
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+            .filter_map(|a| a.address.parse().ok())
+            .collect();
+        (
+            addrs.iter().copied().find(IpAddr::is_ipv4),
+            addrs.iter().copied().find(IpAddr::is_ipv6),
+        )
     }
 
     /// Per Service, whether any endpoint is ready, and the nodes of the ready
@@ -427,4 +486,195 @@ mod tests {
         let err = check_timing(&args(&["--peer-timeout", "150ms"])).unwrap_err();
         assert!(err.to_string().contains("--peer-timeout"), "{err}");
     }
+}
+
+/// The BGP half of the loop: which peers, which routes, and their metrics.
+#[derive(Default)]
+struct BgpSide {
+    sessions: bgp::Sessions,
+    /// Passwords read from Secrets, by peer: the peer's resourceVersion when
+    /// read, what was read, and when. Filled in the background so the loop
+    /// never waits on the apiserver.
+    passwords: Arc<std::sync::Mutex<HashMap<String, PasswordRead>>>,
+    warned: BTreeMap<String, String>,
+    updates_seen: HashMap<String, u64>,
+}
+
+struct PasswordRead {
+    version: Option<String>,
+    /// `None` while the read is in flight.
+    result: Option<Result<Option<String>, String>>,
+    at: std::time::Instant,
+}
+
+/// How long a password read from a Secret is used before it is read again.
+const PASSWORD_TTL: Duration = Duration::from_secs(60);
+
+impl BgpSide {
+    /// The peer's password if known; else starts reading it, and `changed`
+    /// is woken when it is there.
+    fn password(
+        &self,
+        client: &kube::Client,
+        peer: &BGPPeer,
+        namespace: &str,
+        changed: &Arc<Notify>,
+    ) -> Option<Result<Option<String>, String>> {
+        if peer.spec.password_secret.is_none() {
+            return Some(Ok(None));
+        }
+        let name = peer.name_any();
+        let version = peer.resource_version();
+        let mut cache = self.passwords.lock().unwrap_or_else(|e| e.into_inner());
+        let known = cache.get(&name).filter(|r| r.version == version);
+        let stale = known.is_none_or(|r| r.result.is_some() && r.at.elapsed() > PASSWORD_TTL);
+        let current = known.and_then(|r| r.result.clone());
+        if stale {
+            cache.insert(
+                name.clone(),
+                PasswordRead {
+                    version,
+                    result: current.clone(),
+                    at: std::time::Instant::now(),
+                },
+            );
+            let (client, peer, namespace) = (client.clone(), peer.clone(), namespace.to_string());
+            let (passwords, changed) = (self.passwords.clone(), changed.clone());
+            tokio::spawn(async move {
+                let read = bgp::password(&client, &peer, &namespace).await;
+                if let Some(r) = passwords
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&peer.name_any())
+                {
+                    r.result = Some(read);
+                    r.at = std::time::Instant::now();
+                }
+                changed.notify_one();
+            });
+        }
+        current
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sync(
+        &mut self,
+        client: &kube::Client,
+        world: &World,
+        snap: &Snapshot,
+        me: &str,
+        namespace: &str,
+        changed: &Arc<Notify>,
+        metrics: &SpeakerMetrics,
+    ) {
+        let no_labels = BTreeMap::new();
+        let labels = snap.nodes.get(me).unwrap_or(&no_labels);
+        let (v4, v6) = world.my_addresses(me);
+        let router_id = match v4 {
+            Some(IpAddr::V4(a)) => a,
+            _ => router_id_from_name(me),
+        };
+        let mut want = BTreeMap::new();
+        for peer in world.bgp_peers.state() {
+            let name = peer.name_any();
+            match bgp::selects(&peer, labels) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    bgp::warn_once(&mut self.warned, &name, &e);
+                    continue;
+                }
+            }
+            let password = match self.password(client, &peer, namespace, changed) {
+                None => continue,
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    bgp::warn_once(&mut self.warned, &name, &e);
+                    continue;
+                }
+            };
+            match bgp::peer_config(&peer, router_id, password) {
+                Ok(cfg) => {
+                    self.warned.remove(&name);
+                    want.insert(name, cfg);
+                }
+                Err(e) => bgp::warn_once(&mut self.warned, &name, &e),
+            }
+        }
+        {
+            let peers: BTreeSet<String> = world
+                .bgp_peers
+                .state()
+                .iter()
+                .map(|p| p.name_any())
+                .collect();
+            self.passwords
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|n, _| peers.contains(n));
+        }
+        let ads: Vec<_> = world
+            .bgp_ads
+            .state()
+            .iter()
+            .filter_map(|a| match bgp::advertisement(a) {
+                Ok(ad) => Some(ad),
+                Err(e) => {
+                    bgp::warn_once(
+                        &mut self.warned,
+                        &format!("BGPAdvertisement/{}", a.name_any()),
+                        &e,
+                    );
+                    None
+                }
+            })
+            .collect();
+        let peers: Vec<String> = want.keys().cloned().collect();
+        let routes = ferrolb_baremetal::speaker::bgp::plan::routes(
+            me,
+            &ferrolb_baremetal::speaker::bgp::plan::NodeRouting {
+                labels: labels.clone(),
+                next_hop_v4: v4,
+                next_hop_v6: v6,
+            },
+            &snap.services,
+            &snap.pools,
+            &ads,
+            &peers,
+        );
+        self.sessions.sync(want, routes);
+        self.record(metrics);
+    }
+
+    fn record(&mut self, metrics: &SpeakerMetrics) {
+        use ferrolb_baremetal::speaker::metrics::PeerLabels;
+        for (peer, status) in self.sessions.statuses() {
+            let labels = PeerLabels { peer: peer.clone() };
+            metrics
+                .bgp_session_up
+                .get_or_create(&labels)
+                .set(i64::from(bgp::is_up(&status)));
+            metrics
+                .bgp_prefixes_advertised
+                .get_or_create(&labels)
+                .set(status.advertised as i64);
+            let seen = self.updates_seen.entry(peer).or_default();
+            if status.updates_sent > *seen {
+                metrics
+                    .bgp_updates
+                    .get_or_create(&labels)
+                    .inc_by(status.updates_sent - *seen);
+                *seen = status.updates_sent;
+            }
+        }
+    }
+}
+
+/// A stable router ID for a node without an IPv4 address.
+fn router_id_from_name(name: &str) -> std::net::Ipv4Addr {
+    let mut h: u32 = 2_166_136_261;
+    for b in name.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(16_777_619);
+    }
+    std::net::Ipv4Addr::from(h | 1)
 }

@@ -184,8 +184,9 @@ pub struct BGPPeerSpec {
     /// negotiated hold time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_time: Option<String>,
-    /// A Secret of type `kubernetes.io/basic-auth` in the speaker's
-    /// namespace whose `password` key is the session's TCP-MD5 password.
+    /// A Secret in the speaker's namespace whose `password` key is the
+    /// session's TCP-MD5 password (type `kubernetes.io/basic-auth`, as
+    /// MetalLB's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretReference>,
     /// Allow the peer to be more than one hop away (eBGP multihop).
@@ -194,19 +195,12 @@ pub struct BGPPeerSpec {
     /// Nodes whose speakers peer with this router; empty means every node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_selectors: Vec<LabelSelector>,
-    /// The name of a BFD profile. Not supported yet: a peer that sets it is
-    /// reported and used without BFD.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bfd_profile: Option<String>,
 }
 
-/// Names a Secret.
+/// Names a Secret in the speaker's namespace.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 pub struct SecretReference {
     pub name: String,
-    /// Default: the speaker's namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
 }
 
 /// Says which pools' addresses are advertised over BGP, to which peers,

@@ -19,7 +19,16 @@ pub struct HandoverLabels {
     pub direction: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    /// The `BGPPeer`'s name.
+    pub peer: String,
+}
+
 pub struct SpeakerMetrics {
+    pub bgp_session_up: Family<PeerLabels, Gauge>,
+    pub bgp_updates: Family<PeerLabels, Counter>,
+    pub bgp_prefixes_advertised: Family<PeerLabels, Gauge>,
     pub announced: Gauge,
     pub handovers: Family<HandoverLabels, Counter>,
     pub replies: Family<ProtocolLabels, Counter>,
@@ -74,7 +83,28 @@ impl SpeakerMetrics {
             "Speakers this node hears from, itself included",
             peers_alive.clone(),
         );
+        let bgp_session_up = Family::<PeerLabels, Gauge>::default();
+        registry.register(
+            "bgp_session_up",
+            "1 while the BGP session with the peer is established",
+            bgp_session_up.clone(),
+        );
+        let bgp_updates = Family::<PeerLabels, Counter>::default();
+        registry.register(
+            "bgp_updates",
+            "BGP UPDATE messages sent to the peer",
+            bgp_updates.clone(),
+        );
+        let bgp_prefixes_advertised = Family::<PeerLabels, Gauge>::default();
+        registry.register(
+            "bgp_prefixes_advertised",
+            "Prefixes the peer has from this node now",
+            bgp_prefixes_advertised.clone(),
+        );
         Self {
+            bgp_session_up,
+            bgp_updates,
+            bgp_prefixes_advertised,
             announced,
             handovers,
             replies,

@@ -2,4 +2,5 @@
 //! announcer that ties it to the plan build on it.
 
 pub mod message;
+pub mod plan;
 pub mod session;
