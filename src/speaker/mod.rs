@@ -313,6 +313,9 @@ impl World {
                 .state()
                 .iter()
                 .filter(|s| self.config.is_ours(s))
+                // Being deleted: stop announcing now, not when the controller
+                // has finished its cleanup.
+                .filter(|s| s.metadata.deletion_timestamp.is_none())
                 .filter_map(|s| service_view(s, &endpoints))
                 .collect(),
             nodes: self
