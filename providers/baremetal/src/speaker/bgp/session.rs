@@ -186,15 +186,18 @@ async fn run(
         status.send_modify(|s| s.state = State::Connect);
         let started = Instant::now();
         let result = session(&config, &mut routes, &status, &mut stop).await;
+        // One change, so a watcher never sees the state without its reason.
         status.send_modify(|s| {
             s.state = State::Idle;
             s.advertised = 0;
+            if let Err(e) = &result {
+                s.last_error = Some(e.to_string());
+            }
         });
         match result {
             Ok(()) => return,
             Err(e) => {
-                warn!(peer = %config.name, address = %config.peer, error = %e, "BGP session down; reconnecting");
-                status.send_modify(|s| s.last_error = Some(e.to_string()));
+                warn!(peer = %config.name, address = %config.peer, error = %e, "BGP session down; reconnecting")
             }
         }
         // A session that lived a while starts the backoff over.
