@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the speaker tests use from Debian's packages: iproute2
 # (`ip netns`, veth, bridge), arping and ndisc6 as layer-2 clients, tcpdump to
-# read what went on the wire, and gobgpd as a BGP peer. The layer-2 tests
+# read what went on the wire, and gobgpd and BIRD as BGP peers. The layer-2 tests
 # build network namespaces, so they run as root.
 set -euo pipefail
 missing=()
-for pair in ip:iproute2 arping:arping ndisc6:ndisc6 tcpdump:tcpdump gobgpd:gobgpd; do
+for pair in ip:iproute2 arping:arping ndisc6:ndisc6 tcpdump:tcpdump gobgpd:gobgpd bird:bird2; do
   command -v "${pair%%:*}" >/dev/null || missing+=("${pair##*:}")
 done
 if [ ${#missing[@]} -eq 0 ]; then

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use common::WAIT;
-use common::bgp::{configure_bgp, gobgp, next_hops, node_ips, start_router};
+use common::bgp::{configure_bgp, gobgp, next_hops, node_ips, start_bird, start_router};
 use common::l2::{L2Cluster, check_tools};
 use ferrolb_e2e::wait_for;
 use kube::api::DeleteParams;
@@ -111,5 +111,43 @@ async fn a_stopping_speaker_withdraws_first() -> Result<()> {
     let hops = next_hops(&c, &prefix)?;
     assert_eq!(hops, node_ips(&c, &["node-1", "node-2"]), "{}", c.logs());
     tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}
+
+/// The same routes at BIRD, so we know we interoperate with more than one
+/// implementation: three paths with the community, withdrawn on delete.
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_reach_bird_too() -> Result<()> {
+    check_tools()?;
+    let (mut c, vip) = L2Cluster::start_with_web(3).await?;
+    let bird = start_bird(&mut c).await?;
+    configure_bgp(&c, &["65000:100", "large:4200000001:1:2"]).await?;
+    let prefix = format!("{vip}/32");
+    let all = node_ips(&c, &["node-0", "node-1", "node-2"]);
+    wait_for("three paths at BIRD", WAIT, || async {
+        Ok((bird.next_hops(&prefix)? == all).then_some(()))
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "{}\n{}",
+            bird.birdc(&["show", "protocols"]).unwrap_or_default(),
+            c.logs()
+        )
+    })?;
+    let text = bird.birdc(&["show", "route", "for", &prefix, "all"])?;
+    assert!(text.contains("(65000,100)"), "community: {text}");
+    assert!(
+        text.contains("(4200000001, 1, 2)"),
+        "large community: {text}"
+    );
+    c.env
+        .services()
+        .delete("web", &DeleteParams::default())
+        .await?;
+    wait_for("the route withdrawn at BIRD", WAIT, || async {
+        Ok(bird.next_hops(&prefix)?.is_empty().then_some(()))
+    })
+    .await?;
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! A BGP router for the speaker tests and benchmark: gobgpd in a namespace
-//! of the layer-2 LAN, passive, with every node as a neighbour, and the
-//! `BGPPeer` and `BGPAdvertisement` that point the speakers at it.
+//! BGP routers for the speaker tests and benchmark: gobgpd or BIRD in a
+//! namespace of the layer-2 LAN, passive, with every node as a neighbour, and
+//! the `BGPPeer` and `BGPAdvertisement` that point the speakers at it.
 
 use anyhow::{Result, bail};
 use ferrolb_baremetal::crd::{BGPAdvertisement, BGPAdvertisementSpec, BGPPeer, BGPPeerSpec};
@@ -140,4 +140,93 @@ pub fn node_ips(c: &L2Cluster, nodes: &[&str]) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// BIRD 2 as the router instead: its own view, read with `birdc`.
+pub struct Bird {
+    _bird: FerrolbProcess,
+    socket: std::path::PathBuf,
+}
+
+pub async fn start_bird(c: &mut L2Cluster) -> Result<Bird> {
+    if std::process::Command::new("bird")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        bail!("bird is missing: apt-get install bird2");
+    }
+    c.lan
+        .add_host(ROUTER, &format!("{ROUTER_V4}/24"), "fd77::3/64")?;
+    let mut conf = format!(
+        "router id {ROUTER_V4};\nprotocol device {{}}\n\
+         template bgp nodes {{\n  local as {ROUTER_AS};\n  passive on;\n  \
+         ipv4 {{ import all; export none; }};\n}}\n"
+    );
+    for i in 0..c.nodes.len() {
+        conf.push_str(&format!(
+            "protocol bgp n{i} from nodes {{ neighbor {} as {NODE_AS}; }}\n",
+            super::l2::node_v4(i)
+        ));
+    }
+    let path = c.env.cp.dir().join("bird.conf");
+    std::fs::write(&path, conf)?;
+    let socket = c.env.cp.dir().join("bird.ctl");
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(["netns", "exec", &c.lan.ns(ROUTER), "bird", "-f", "-c"])
+        .arg(&path)
+        .arg("-s")
+        .arg(&socket);
+    let bird = FerrolbProcess::spawn_command(cmd, c.env.cp.dir())?;
+    let router = Bird {
+        _bird: bird,
+        socket,
+    };
+    wait_for("BIRD's control socket", WAIT, || async {
+        Ok(router.birdc(&["show", "status"]).ok().map(|_| ()))
+    })
+    .await?;
+    Ok(router)
+}
+
+impl Bird {
+    pub fn birdc(&self, args: &[&str]) -> Result<String> {
+        let out = std::process::Command::new("birdc")
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("birdc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The next hops BIRD has for `prefix` (`via` lines of `show route`).
+    pub fn next_hops(&self, prefix: &str) -> Result<Vec<String>> {
+        // birdc exits non-zero with "Network not found" once it is gone.
+        let out = std::process::Command::new("birdc")
+            .arg("-s")
+            .arg(&self.socket)
+            .args(["show", "route", "for", prefix, "all"])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("not found") {
+            return Ok(Vec::new());
+        }
+        if !out.status.success() {
+            bail!("birdc show route: {text}");
+        }
+        if !text.contains(prefix) {
+            return Ok(Vec::new());
+        }
+        let mut hops: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("via "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        hops.sort();
+        Ok(hops)
+    }
 }
