@@ -178,6 +178,7 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             {"apiGroups": ["ferrolb.io"], "resources": ["ippools", "l2advertisements", "bgppeers", "bgpadvertisements"], "verbs": ["list", "watch"]},
             {"apiGroups": [""], "resources": ["services/status"], "verbs": ["patch"]},
+            {"apiGroups": ["ferrolb.io"], "resources": ["bgppeers/status"], "verbs": ["patch"]},
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         ])
     );

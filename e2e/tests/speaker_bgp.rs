@@ -29,6 +29,25 @@ async fn routes_follow_services_and_endpoints_at_gobgpd() -> Result<()> {
     })
     .await
     .with_context(|| c.logs())?;
+    // Each node's session shows in the BGPPeer's status.
+    let peers: kube::Api<ferrolb_baremetal::crd::BGPPeer> = kube::Api::all(c.env.client.clone());
+    wait_for(
+        "every node's session in the BGPPeer's status",
+        WAIT,
+        || async {
+            let status = peers.get("router").await?.status.unwrap_or_default();
+            let mut up: Vec<&str> = status
+                .nodes
+                .iter()
+                .filter(|n| n.state == "Established" && n.prefixes == 1)
+                .map(|n| n.node.as_str())
+                .collect();
+            up.sort();
+            Ok((up == ["node-0", "node-1", "node-2"]).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| c.logs())?;
     let rib = gobgp(&c, &["global", "rib", "-a", "ipv4"])?.to_string();
     assert!(
         rib.contains(&((65000u32 << 16) | 100).to_string()),

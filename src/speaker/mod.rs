@@ -22,7 +22,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use ferrolb_baremetal::allocator::{Pool, Selector, pool_from_spec};
 use ferrolb_baremetal::annotations::ALLOCATED_FROM_POOL;
-use ferrolb_baremetal::crd::{BGPAdvertisement, BGPPeer, IPPool, L2Advertisement};
+use ferrolb_baremetal::crd::{
+    BGPAdvertisement, BGPPeer, BGPSessionStatus, IPPool, L2Advertisement,
+};
 use ferrolb_baremetal::speaker::membership::{Membership, Timing};
 use ferrolb_baremetal::speaker::metrics::SpeakerMetrics;
 use ferrolb_baremetal::speaker::plan::{self, AddressPlan, Advertisement, Inputs, ServiceView};
@@ -501,7 +503,13 @@ struct BgpSide {
     passwords: Arc<std::sync::Mutex<HashMap<String, PasswordRead>>>,
     warned: BTreeMap<String, String>,
     updates_seen: HashMap<String, u64>,
+    /// What this node last wrote in each peer's status, and when.
+    written: HashMap<String, (BGPSessionStatus, std::time::Instant)>,
 }
+
+/// A session's prefix count is written at most this often; state changes at
+/// once.
+const PEER_STATUS_EVERY: Duration = Duration::from_secs(5);
 
 struct PasswordRead {
     version: Option<String>,
@@ -647,6 +655,68 @@ impl BgpSide {
         );
         self.sessions.sync(want, routes);
         self.record(metrics);
+        self.write_status(client, me);
+    }
+
+    /// This node's entry in each peer's `status.nodes`, by server-side apply
+    /// with a field manager of its own, so each node owns exactly its entry.
+    fn write_status(&mut self, client: &kube::Client, me: &str) {
+        let statuses = self.sessions.statuses();
+        let mut writes: Vec<(String, Option<BGPSessionStatus>)> = Vec::new();
+        for (peer, s) in &statuses {
+            let entry = BGPSessionStatus {
+                node: me.to_string(),
+                state: s.state.as_str().to_string(),
+                last_error: s.last_error.clone(),
+                prefixes: s.advertised as u32,
+            };
+            let due = match self.written.get(peer) {
+                None => true,
+                Some((old, _)) if *old == entry => false,
+                Some((old, at)) => {
+                    old.state != entry.state
+                        || old.last_error != entry.last_error
+                        || at.elapsed() >= PEER_STATUS_EVERY
+                }
+            };
+            if due {
+                self.written
+                    .insert(peer.clone(), (entry.clone(), std::time::Instant::now()));
+                writes.push((peer.clone(), Some(entry)));
+            }
+        }
+        let gone: Vec<String> = self
+            .written
+            .keys()
+            .filter(|p| !statuses.contains_key(*p))
+            .cloned()
+            .collect();
+        for peer in gone {
+            self.written.remove(&peer);
+            writes.push((peer, None));
+        }
+        for (peer, entry) in writes {
+            let client = client.clone();
+            let manager = field_manager(me);
+            tokio::spawn(async move {
+                let api: Api<BGPPeer> = Api::all(client);
+                let nodes: Vec<BGPSessionStatus> = entry.into_iter().collect();
+                let patch = serde_json::json!({
+                    "apiVersion": "ferrolb.io/v1alpha1",
+                    "kind": "BGPPeer",
+                    "metadata": { "name": peer },
+                    "status": { "nodes": nodes },
+                });
+                let params = kube::api::PatchParams::apply(&manager).force();
+                if let Err(e) = api
+                    .patch_status(&peer, &params, &kube::api::Patch::Apply(&patch))
+                    .await
+                {
+                    // Gone with its peer, or refused: the next change retries.
+                    tracing::debug!(%peer, error = %e, "writing the BGPPeer's status failed");
+                }
+            });
+        }
     }
 
     fn record(&mut self, metrics: &SpeakerMetrics) {
@@ -671,6 +741,23 @@ impl BgpSide {
             }
         }
     }
+}
+
+/// This node's field manager for the entries it owns; the apiserver takes at
+/// most 128 characters, so long node names are shortened with a hash.
+fn field_manager(node: &str) -> String {
+    if node.len() <= 100 {
+        return format!("ferrolb-speaker-{node}");
+    }
+    let cut = (0..=80)
+        .rev()
+        .find(|i| node.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!(
+        "ferrolb-speaker-{}-{:08x}",
+        &node[..cut],
+        u32::from(router_id_from_name(node))
+    )
 }
 
 /// A stable router ID for a node without an IPv4 address.

@@ -154,6 +154,7 @@ impl L2AdvertisementSpec {
     plural = "bgppeers",
     singular = "bgppeer",
     shortname = "bgpp",
+    status = "BGPPeerStatus",
     printcolumn = r#"{"name":"Peer Address","type":"string","jsonPath":".spec.peerAddress"}"#,
     printcolumn = r#"{"name":"Peer ASN","type":"integer","jsonPath":".spec.peerASN"}"#,
     printcolumn = r#"{"name":"My ASN","type":"integer","jsonPath":".spec.myASN"}"#,
@@ -195,6 +196,29 @@ pub struct BGPPeerSpec {
     /// Nodes whose speakers peer with this router; empty means every node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_selectors: Vec<LabelSelector>,
+}
+
+/// The sessions with this peer, one entry per node whose speaker has one.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+pub struct BGPPeerStatus {
+    /// Each entry is written by that node's speaker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["node"]))]
+    pub nodes: Vec<BGPSessionStatus>,
+}
+
+/// One node's session with the peer.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPSessionStatus {
+    pub node: String,
+    /// `Idle`, `Connect`, `OpenSent`, `OpenConfirm` or `Established`.
+    pub state: String,
+    /// Why the last session ended or could not be made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Prefixes the peer has from this node.
+    pub prefixes: u32,
 }
 
 /// Names a Secret in the speaker's namespace.
