@@ -35,6 +35,11 @@ struct Gobgpd {
 
 impl Gobgpd {
     fn start(password: Option<&str>) -> Result<Gobgpd> {
+        Self::start_with(password, OUR_AS)
+    }
+
+    /// With the session's other side in AS `peer_as` (ours for iBGP).
+    fn start_with(password: Option<&str>, peer_as: u32) -> Result<Gobgpd> {
         if Command::new("gobgpd").arg("--version").output().is_err() {
             bail!("gobgpd is missing: apt-get install gobgpd");
         }
@@ -53,7 +58,7 @@ impl Gobgpd {
 [[neighbors]]
   [neighbors.config]
     neighbor-address = "127.0.0.2"
-    peer-as = {OUR_AS}
+    peer-as = {peer_as}
 {auth}  [neighbors.transport.config]
     passive-mode = true
   [[neighbors.afi-safis]]
@@ -294,5 +299,33 @@ async fn a_silent_peer_is_dropped_and_the_session_comes_back() -> Result<()> {
         Ok((router.rib("ipv4")?.len() == 1).then_some(()))
     })
     .await?;
+    Ok(())
+}
+
+/// iBGP: LOCAL_PREF reaches the peer, and the AS path stays empty.
+#[tokio::test(flavor = "multi_thread")]
+async fn ibgp_carries_local_pref() -> Result<()> {
+    let router = Gobgpd::start_with(None, ROUTER_AS)?;
+    let mut cfg = config(&router, None);
+    cfg.my_asn = ROUTER_AS;
+    let (prefix, mut r) = route("198.51.100.20/32", "192.0.2.11");
+    r.local_pref = Some(150);
+    let session = Session::start(cfg, [(prefix, r)].into_iter().collect());
+    wait_established(&session).await?;
+    let (_, path) = wait_for("the iBGP route at gobgpd", WAIT, || async {
+        Ok(router
+            .rib("ipv4")?
+            .into_iter()
+            .find(|(p, _)| p == "198.51.100.20/32"))
+    })
+    .await?;
+    let attrs = path["attrs"].as_array().cloned().unwrap_or_default();
+    let local_pref = attrs.iter().find(|a| a["type"] == 5);
+    assert_eq!(
+        local_pref.map(|a| a["value"].clone()),
+        Some(serde_json::json!(150)),
+        "{attrs:?}"
+    );
+    session.stop().await;
     Ok(())
 }

@@ -654,4 +654,71 @@ mod tests {
             assert!(message::encode(&Message::Update(u)).len() <= message::MAX_MESSAGE);
         }
     }
+
+    /// A fake peer on loopback: OPEN and KEEPALIVE as a router would, then
+    /// garbage. The session answers with a NOTIFICATION naming the header
+    /// error, closes, says why, and reconnects; nothing panics.
+    #[tokio::test]
+    async fn a_malformed_message_closes_the_session_cleanly() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut cfg = config(64512, 64512);
+        cfg.peer = listener.local_addr().unwrap();
+        let session = Session::start(cfg, Routes::new());
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let open = message::encode(&Message::Open(Open {
+            asn: 64512,
+            hold_time: 90,
+            router_id: Ipv4Addr::new(10, 0, 0, 1),
+            capabilities: vec![Capability::FourOctetAsn(64512)],
+        }));
+        conn.write_all(&open).await.unwrap();
+        conn.write_all(&message::encode(&Message::Keepalive))
+            .await
+            .unwrap();
+        let mut status = session.status();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            status.wait_for(|s| s.state == State::Established),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        // A header whose marker is wrong.
+        conn.write_all(&[0u8; 19]).await.unwrap();
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut got)).await;
+        let mut at = 0;
+        let mut notification = None;
+        while let Ok(Some((m, used))) = message::decode(&got[at..]) {
+            at += used;
+            if let Message::Notification(n) = m {
+                notification = Some(n);
+            }
+        }
+        let n = notification.expect("a NOTIFICATION before the close");
+        assert_eq!((n.code, n.subcode), (1, 1), "{n}");
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            status.wait_for(|s| s.last_error.is_some()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            status
+                .borrow()
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("malformed"),
+            "{:?}",
+            status.borrow()
+        );
+        // And it tries again.
+        tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("a reconnect")
+            .unwrap();
+    }
 }
