@@ -1,12 +1,13 @@
-//! `ferrolb speaker`: runs on every node and makes the LAN deliver each
-//! allocated address to exactly one eligible node, by answering ARP and NDP
-//! for it there.
+//! `ferrolb speaker`: runs on every node and makes the network deliver each
+//! allocated address: by layer 2, one eligible node answers ARP and NDP for
+//! it; by BGP, every eligible node advertises a route for it to its peers.
 //!
 //! The speaker watches what it needs to decide (Services, EndpointSlices,
-//! Nodes, IPPools, L2Advertisements), hears from the other speakers by UDP
-//! heartbeat, and recomputes the plan on every change. The plan is the same
-//! on every node, so each speaker answers for exactly the addresses it won.
-//! It writes no state of its own but the Services' announcement conditions.
+//! Nodes, IPPools, L2Advertisements, BGPPeers, BGPAdvertisements), hears from
+//! the other speakers by UDP heartbeat, and recomputes both plans on every
+//! change. The layer-2 plan is the same on every node, so each speaker answers
+//! for exactly the addresses it won. It writes only the Services'
+//! announcement conditions and its own entry in each BGPPeer's status.
 
 mod bgp;
 mod status;
@@ -158,6 +159,16 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
         let alive = alive_rx.borrow_and_update().clone();
         exposed.metrics.peers_alive.set(alive.len() as i64);
         let snapshot = world.snapshot();
+        let plans = world.plan(&snapshot, &alive, &mut warned);
+        let mine = plans
+            .values()
+            .filter_map(|p| match &p.announcer {
+                Some((node, ifaces)) if *node == me => Some((p.address, ifaces.clone())),
+                _ => None,
+            })
+            .collect();
+        // Layer 2 first: a failover waits on nothing else.
+        responder.set(mine);
         bgp.sync(
             &client,
             &world,
@@ -167,15 +178,6 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
             &changed,
             &exposed.metrics,
         );
-        let plans = world.plan(&snapshot, &alive, &mut warned);
-        let mine = plans
-            .values()
-            .filter_map(|p| match &p.announcer {
-                Some((node, ifaces)) if *node == me => Some((p.address, ifaces.clone())),
-                _ => None,
-            })
-            .collect();
-        responder.set(mine);
         membership.set_targets(world.peer_addresses(&me));
         plans_tx.send_if_modified(|old| {
             let differ = **old != plans;

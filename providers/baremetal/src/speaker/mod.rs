@@ -5,6 +5,8 @@
 //! - [`responder`] answers ARP and NDP for this node's addresses on raw
 //!   sockets, and sends gratuitous announcements on taking one over.
 //! - [`packet`] parses and builds the frames; [`sys`] holds the system calls.
+//! - [`bgp`] is the BGP side: the wire format, the session, and which routes
+//!   a node advertises to which peer.
 
 pub mod bgp;
 pub mod interfaces;

@@ -1,5 +1,6 @@
-//! BGP for the speaker: the wire format ([`message`]). The session and the
-//! announcer that ties it to the plan build on it.
+//! BGP for the speaker: the wire format ([`message`]), one session per peer
+//! ([`session`]), and which routes a node advertises to which peer
+//! ([`plan`]).
 
 pub mod message;
 pub mod plan;
