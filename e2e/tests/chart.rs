@@ -160,7 +160,7 @@ async fn chart_lints_renders_and_passes_the_apiservers_validation() -> Result<()
     );
     let advertisements = serde_json::json!({
         "apiGroups": ["ferrolb.io"],
-        "resources": ["l2advertisements"],
+        "resources": ["l2advertisements", "bgpadvertisements"],
         "verbs": ["list", "watch"],
     });
     assert!(

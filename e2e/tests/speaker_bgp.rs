@@ -48,6 +48,34 @@ async fn routes_follow_services_and_endpoints_at_gobgpd() -> Result<()> {
     )
     .await
     .with_context(|| c.logs())?;
+    // The Service says which nodes advertise it, and the pool which
+    // advertisements announce it.
+    wait_for("the Service's BGP condition", WAIT, || async {
+        let svc = c.env.services().get("web").await?;
+        let cond = svc
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "ferrolb.io/BGPAdvertisedIPv4" && c.status == "True");
+        Ok(cond
+            .filter(|c| {
+                ["node-0", "node-1", "node-2"]
+                    .iter()
+                    .all(|n| c.message.contains(n))
+            })
+            .map(|_| ()))
+    })
+    .await
+    .with_context(|| c.logs())?;
+    wait_for("the pool to list the BGPAdvertisement", WAIT, || async {
+        let s = c.env.pool_status("lan").await?;
+        Ok(
+            s.filter(|s| s.advertisements.iter().any(|a| a == "BGPAdvertisement/lan"))
+                .map(|_| ()),
+        )
+    })
+    .await?;
     let rib = gobgp(&c, &["global", "rib", "-a", "ipv4"])?.to_string();
     assert!(
         rib.contains(&((65000u32 << 16) | 100).to_string()),

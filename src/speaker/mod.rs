@@ -46,8 +46,23 @@ use crate::args::SpeakerArgs;
 use crate::metrics::{self, Exposition};
 use crate::reconcile::Config;
 
-/// Every address's decision, as the status writer reads it.
-pub type Plans = BTreeMap<IpAddr, AddressPlan>;
+/// Every address's decisions, as the status writer reads them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plans {
+    pub l2: BTreeMap<IpAddr, AddressPlan>,
+    /// Only the addresses a BGPAdvertisement covers.
+    pub bgp: BTreeMap<IpAddr, BgpAddressPlan>,
+}
+
+/// Which nodes advertise an address over BGP, as the plan has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BgpAddressPlan {
+    pub services: Vec<String>,
+    /// Alive nodes that advertise it to at least one peer.
+    pub advertisers: Vec<String>,
+    /// The node that writes the Service's condition (as for layer 2).
+    pub reporter: Option<String>,
+}
 
 struct Exposed {
     metrics: Arc<SpeakerMetrics>,
@@ -143,7 +158,7 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
     membership.set_ready().await;
 
     let responder = Responder::new(exposed.metrics.clone());
-    let (plans_tx, plans_rx) = watch::channel(Arc::new(Plans::new()));
+    let (plans_tx, plans_rx) = watch::channel(Arc::new(Plans::default()));
     tokio::spawn(status::run(
         client.clone(),
         me.clone(),
@@ -159,8 +174,8 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
         let alive = alive_rx.borrow_and_update().clone();
         exposed.metrics.peers_alive.set(alive.len() as i64);
         let snapshot = world.snapshot();
-        let plans = world.plan(&snapshot, &alive, &mut warned);
-        let mine = plans
+        let l2 = world.plan(&snapshot, &alive, &mut warned);
+        let mine = l2
             .values()
             .filter_map(|p| match &p.announcer {
                 Some((node, ifaces)) if *node == me => Some((p.address, ifaces.clone())),
@@ -179,6 +194,10 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
             &exposed.metrics,
         );
         membership.set_targets(world.peer_addresses(&me));
+        let plans = Plans {
+            bgp: world.bgp_plan(&snapshot, &l2, &alive, &me),
+            l2,
+        };
         plans_tx.send_if_modified(|old| {
             let differ = **old != plans;
             if differ {
@@ -342,7 +361,7 @@ impl World {
         snap: &Snapshot,
         alive: &BTreeSet<String>,
         warned: &mut BTreeSet<String>,
-    ) -> Plans {
+    ) -> BTreeMap<IpAddr, AddressPlan> {
         let ads: Vec<Advertisement> = self
             .ads
             .state()
@@ -367,6 +386,81 @@ impl World {
             advertisements: &ads,
             alive,
         })
+    }
+
+    /// For the addresses this node reports on, which alive nodes advertise
+    /// them over BGP: those a BGPPeer and a covering BGPAdvertisement select,
+    /// serving the Service under its traffic policy.
+    fn bgp_plan(
+        &self,
+        snap: &Snapshot,
+        l2: &BTreeMap<IpAddr, AddressPlan>,
+        alive: &BTreeSet<String>,
+        me: &str,
+    ) -> BTreeMap<IpAddr, BgpAddressPlan> {
+        use ferrolb_baremetal::speaker::bgp::plan::{NodeRouting, routes};
+        let ads: Vec<_> = self
+            .bgp_ads
+            .state()
+            .iter()
+            .filter_map(|a| bgp::advertisement(a).ok())
+            .collect();
+        if ads.is_empty() {
+            return BTreeMap::new();
+        }
+        let peers = self.bgp_peers.state();
+        let no_labels = BTreeMap::new();
+        let mut out = BTreeMap::new();
+        for p in l2.values() {
+            if p.reporter.as_deref() != Some(me) {
+                continue;
+            }
+            if !ads
+                .iter()
+                .any(|a| a.pools.is_empty() || a.pools.contains(&p.pool))
+            {
+                continue;
+            }
+            let services: Vec<ServiceView> = snap
+                .services
+                .iter()
+                .filter(|s| s.addresses.contains(&p.address) && p.services.contains(&s.key()))
+                .map(|s| ServiceView {
+                    addresses: vec![p.address],
+                    ..s.clone()
+                })
+                .collect();
+            let advertisers = alive
+                .iter()
+                .filter(|node| {
+                    let labels = snap.nodes.get(*node).unwrap_or(&no_labels);
+                    let selected: Vec<String> = peers
+                        .iter()
+                        .filter(|peer| bgp::selects(peer, labels).unwrap_or(false))
+                        .map(|peer| peer.name_any())
+                        .collect();
+                    // The next hops only need to exist here.
+                    let routing = NodeRouting {
+                        labels: labels.clone(),
+                        next_hop_v4: Some(IpAddr::from([0, 0, 0, 0])),
+                        next_hop_v6: Some(IpAddr::from([0u16; 8])),
+                    };
+                    routes(node, &routing, &services, &snap.pools, &ads, &selected)
+                        .values()
+                        .any(|r| !r.is_empty())
+                })
+                .cloned()
+                .collect();
+            out.insert(
+                p.address,
+                BgpAddressPlan {
+                    services: p.services.clone(),
+                    advertisers,
+                    reporter: p.reporter.clone(),
+                },
+            );
+        }
+        out
     }
 
     /// This node's addresses, one per family, as next hops and router ID.

@@ -3,6 +3,10 @@
 //! that announces it, and an Event when the announcing node changes. When
 //! nobody can announce an address, one speaker (the first alive one in the
 //! address's ranking) writes the condition as False and a Warning Event.
+//!
+//! For BGP, that same speaker writes `ferrolb.io/BGPAdvertisedIPv4` (`...IPv6`)
+//! naming the nodes that advertise the address, or False with a Warning when
+//! none can.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -23,8 +27,12 @@ use super::Plans;
 
 pub const CONDITION_V4: &str = "ferrolb.io/L2AnnouncedIPv4";
 pub const CONDITION_V6: &str = "ferrolb.io/L2AnnouncedIPv6";
+pub const BGP_CONDITION_V4: &str = "ferrolb.io/BGPAdvertisedIPv4";
+pub const BGP_CONDITION_V6: &str = "ferrolb.io/BGPAdvertisedIPv6";
 const ANNOUNCED: &str = "Announced";
 const NOT_ANNOUNCED: &str = "NotAnnounced";
+const ADVERTISED: &str = "Advertised";
+const NOT_ADVERTISED: &str = "NotAdvertised";
 const ANNOUNCED_BY: &str = " is announced by ";
 
 /// The parts of a condition that say something; the transition time does not.
@@ -67,13 +75,15 @@ fn current(svc: &Service, type_: &str) -> Option<Said> {
 /// is responsible for (as announcer, or as reporter when nobody announces).
 fn wanted(me: &str, plans: &Plans) -> BTreeMap<(String, &'static str), (IpAddr, Said)> {
     let mut out = BTreeMap::new();
-    for p in plans.values() {
+    for p in plans.l2.values() {
         let said = match (&p.announcer, &p.unannounced) {
             (Some((node, ifaces)), _) if node == me => Said {
                 status: "True".into(),
                 reason: ANNOUNCED.into(),
                 message: format!("{}{ANNOUNCED_BY}{node} on {ifaces}", p.address),
             },
+            // An address only BGP announces is not a layer-2 problem.
+            (None, Some(_)) if !p.covered && plans.bgp.contains_key(&p.address) => continue,
             (None, Some(why)) if p.reporter.as_deref() == Some(me) => Said {
                 status: "False".into(),
                 reason: NOT_ANNOUNCED.into(),
@@ -86,6 +96,36 @@ fn wanted(me: &str, plans: &Plans) -> BTreeMap<(String, &'static str), (IpAddr, 
                 (svc.clone(), condition_type(&p.address)),
                 (p.address, said.clone()),
             );
+        }
+    }
+    for (ip, p) in &plans.bgp {
+        if p.reporter.as_deref() != Some(me) {
+            continue;
+        }
+        let said = if p.advertisers.is_empty() {
+            Said {
+                status: "False".into(),
+                reason: NOT_ADVERTISED.into(),
+                message: format!(
+                    "no node with a live speaker is selected by a BGPPeer and a BGPAdvertisement and serves the Service, so no route for {ip} is advertised"
+                ),
+            }
+        } else {
+            Said {
+                status: "True".into(),
+                reason: ADVERTISED.into(),
+                message: format!(
+                    "{ip} is advertised over BGP by {}",
+                    p.advertisers.join(", ")
+                ),
+            }
+        };
+        let type_ = match ip {
+            IpAddr::V4(_) => BGP_CONDITION_V4,
+            IpAddr::V6(_) => BGP_CONDITION_V6,
+        };
+        for svc in &p.services {
+            out.insert((svc.clone(), type_), (*ip, said.clone()));
         }
     }
     out
@@ -168,7 +208,9 @@ async fn write(client: &Client, svc: &Service, type_: &str, said: &Said) -> kube
     // other's.
     let manager = match type_ {
         CONDITION_V4 => "ferrolb-speaker-ipv4",
-        _ => "ferrolb-speaker-ipv6",
+        CONDITION_V6 => "ferrolb-speaker-ipv6",
+        BGP_CONDITION_V4 => "ferrolb-speaker-bgp-ipv4",
+        _ => "ferrolb-speaker-bgp-ipv6",
     };
     api.patch_status(
         &svc.name_any(),
@@ -188,6 +230,11 @@ async fn publish(
     before: Option<&Said>,
     said: &Said,
 ) {
+    if said.reason == ADVERTISED {
+        // Which nodes advertise changes with every endpoint under Local: the
+        // condition says it, without an Event each time.
+        return;
+    }
     let (type_, reason, note) = if said.reason == ANNOUNCED {
         let was = before
             .filter(|b| b.reason == ANNOUNCED)
@@ -199,7 +246,11 @@ async fn publish(
         };
         (EventType::Normal, "AnnouncerChanged", note)
     } else {
-        (EventType::Warning, "NotAnnounced", said.message.clone())
+        (
+            EventType::Warning,
+            said.reason.as_str(),
+            said.message.clone(),
+        )
     };
     let ev = Event {
         type_,
@@ -226,6 +277,7 @@ mod tests {
                 address,
                 pool: "lan".into(),
                 services: vec!["default/web".into()],
+                covered: true,
                 announcer: announcer.map(|n| (n.to_string(), Interfaces::All)),
                 unannounced: announcer.is_none().then(|| "no node".to_string()),
                 reporter: Some(reporter.into()),
@@ -235,12 +287,15 @@ mod tests {
 
     #[test]
     fn each_family_is_said_by_its_announcer_or_reporter() {
-        let plans: Plans = [
-            plan("192.0.2.1", Some("a"), "b"),
-            plan("fd00::1", None, "a"),
-        ]
-        .into_iter()
-        .collect();
+        let plans = Plans {
+            l2: [
+                plan("192.0.2.1", Some("a"), "b"),
+                plan("fd00::1", None, "a"),
+            ]
+            .into_iter()
+            .collect(),
+            bgp: BTreeMap::new(),
+        };
         let a = wanted("a", &plans);
         assert_eq!(a.len(), 2);
         let v4 = &a[&("default/web".to_string(), CONDITION_V4)].1;
@@ -254,5 +309,34 @@ mod tests {
         );
         // b announces nothing and reports nothing.
         assert!(wanted("b", &plans).is_empty());
+    }
+
+    #[test]
+    fn bgp_only_addresses_get_no_layer_2_warning() {
+        let (ip, mut l2) = plan("192.0.2.1", None, "a");
+        l2.covered = false;
+        let mut plans = Plans {
+            l2: [(ip, l2)].into_iter().collect(),
+            bgp: [(
+                ip,
+                super::super::BgpAddressPlan {
+                    services: vec!["default/web".into()],
+                    advertisers: vec!["a".into(), "b".into()],
+                    reporter: Some("a".into()),
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let a = wanted("a", &plans);
+        assert_eq!(a.len(), 1, "{a:?}");
+        let said = &a[&("default/web".to_string(), BGP_CONDITION_V4)].1;
+        assert_eq!(said.message, "192.0.2.1 is advertised over BGP by a, b");
+        plans.bgp.get_mut(&ip).unwrap().advertisers.clear();
+        let said = &wanted("a", &plans)[&("default/web".to_string(), BGP_CONDITION_V4)].1;
+        assert_eq!(
+            (said.status.as_str(), said.reason.as_str()),
+            ("False", NOT_ADVERTISED)
+        );
     }
 }

@@ -136,13 +136,6 @@ pub struct L2AdvertisementSpec {
     pub node_selectors: Vec<LabelSelector>,
 }
 
-impl L2AdvertisementSpec {
-    /// Whether this advertisement covers the pool of that name.
-    pub fn covers_pool(&self, pool: &str) -> bool {
-        self.ip_pools.is_empty() || self.ip_pools.iter().any(|p| p == pool)
-    }
-}
-
 /// A BGP router that speakers on the selected nodes peer with.
 ///
 /// Field names follow MetalLB's `BGPPeer`.

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::allocator::{Allocator, Pool, Request, Sharing, pool_from_spec};
 use crate::annotations::{self, ALLOCATED_FROM_POOL};
-use crate::crd::{IPPool, IPPoolStatus, L2Advertisement, L2AdvertisementSpec};
+use crate::crd::{BGPAdvertisement, IPPool, IPPoolStatus, L2Advertisement};
 
 #[derive(Clone, Debug)]
 pub struct BareMetalConfig {
@@ -38,8 +38,9 @@ struct Shared {
     /// Problems found in each pool's spec, shown in its status.
     problems: Mutex<BTreeMap<String, Vec<String>>>,
     notifier: Mutex<Option<ChangeNotifier>>,
-    /// The L2Advertisements, by name: which pools are announced.
-    advertisements: Mutex<BTreeMap<String, L2AdvertisementSpec>>,
+    /// The L2 and BGP advertisements, as `Kind/name`, and the pools each
+    /// covers (empty: every pool).
+    advertisements: Mutex<BTreeMap<String, Vec<String>>>,
     /// Wakes the pool status writer.
     dirty: Notify,
 }
@@ -106,15 +107,15 @@ impl Shared {
         let errors = lock(&self.problems).get(name).cloned().unwrap_or_default();
         let advertisements: Vec<String> = lock(&self.advertisements)
             .iter()
-            .filter(|(_, spec)| spec.covers_pool(name))
-            .map(|(n, _)| format!("L2Advertisement/{n}"))
+            .filter(|(_, pools)| pools.is_empty() || pools.iter().any(|p| p == name))
+            .map(|(n, _)| n.clone())
             .collect();
         let assigned = usage
             .as_ref()
             .is_some_and(|u| u.assigned_v4 > 0 || u.assigned_v6 > 0);
         let warnings = if assigned && advertisements.is_empty() {
             vec![
-                "allocated but not announced: no L2Advertisement covers this pool, so no node answers for its addresses"
+                "allocated but not announced: no L2Advertisement or BGPAdvertisement covers this pool, so nothing announces its addresses"
                     .to_string(),
             ]
         } else {
@@ -199,17 +200,28 @@ async fn watch_pools(
     }
 }
 
-/// Keeps the advertisements' specs, for the pools' status.
-async fn watch_advertisements(api: Api<L2Advertisement>, shared: Arc<Shared>) {
+/// Keeps which pools the advertisements of one kind cover, for the pools'
+/// status.
+async fn watch_advertisements<K>(api: Api<K>, shared: Arc<Shared>, pools_of: fn(&K) -> Vec<String>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let kind = K::kind(&()).into_owned();
+    let key = |a: &K| format!("{kind}/{}", a.name_any());
     let mut stream = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut staging: Option<BTreeMap<String, L2AdvertisementSpec>> = None;
+    let mut staging: Option<BTreeMap<String, Vec<String>>> = None;
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(e) => e,
             Err(e) => {
-                warn!(error = %e, "L2Advertisement watch failed; retrying");
+                warn!(%kind, error = %e, "advertisement watch failed; retrying");
                 continue;
             }
         };
@@ -218,16 +230,20 @@ async fn watch_advertisements(api: Api<L2Advertisement>, shared: Arc<Shared>) {
             Event::Init => staging = Some(BTreeMap::new()),
             Event::InitApply(a) => {
                 if let Some(s) = staging.as_mut() {
-                    s.insert(a.name_any(), a.spec);
+                    s.insert(key(&a), pools_of(&a));
                 }
                 continue;
             }
-            Event::InitDone => *ads = staging.take().unwrap_or_default(),
+            Event::InitDone => {
+                let prefix = format!("{kind}/");
+                ads.retain(|k, _| !k.starts_with(&prefix));
+                ads.extend(staging.take().unwrap_or_default());
+            }
             Event::Apply(a) => {
-                ads.insert(a.name_any(), a.spec);
+                ads.insert(key(&a), pools_of(&a));
             }
             Event::Delete(a) => {
-                ads.remove(&a.name_any());
+                ads.remove(&key(&a));
             }
         }
         drop(ads);
@@ -326,9 +342,15 @@ impl Provider for BareMetalProvider {
             self.pools_synced.clone(),
             pools_tx,
         ));
-        tokio::spawn(watch_advertisements(
+        tokio::spawn(watch_advertisements::<L2Advertisement>(
             Api::all(self.client.clone()),
             self.shared.clone(),
+            |a| a.spec.ip_pools.clone(),
+        ));
+        tokio::spawn(watch_advertisements::<BGPAdvertisement>(
+            Api::all(self.client.clone()),
+            self.shared.clone(),
+            |a| a.spec.ip_pools.clone(),
         ));
         let mut synced = self.pools_synced.subscribe();
         tokio::time::timeout(Duration::from_secs(120), synced.wait_for(|s| *s))

@@ -115,6 +115,8 @@ pub struct AddressPlan {
     /// Services holding the address (more than one when shared), as
     /// `namespace/name`.
     pub services: Vec<String>,
+    /// Whether an L2Advertisement covers the address's pool at all.
+    pub covered: bool,
     /// The node that answers, and on which of its interfaces.
     pub announcer: Option<(String, Interfaces)>,
     /// When nobody answers: why, for the Service's Warning.
@@ -175,6 +177,7 @@ fn decide(inputs: &Inputs<'_>, ip: IpAddr, pool: String, services: &[&ServiceVie
         address: ip,
         services: services.iter().map(|s| s.key()).collect(),
         pool,
+        covered: false,
         announcer: None,
         unannounced: None,
         reporter,
@@ -184,6 +187,7 @@ fn decide(inputs: &Inputs<'_>, ip: IpAddr, pool: String, services: &[&ServiceVie
         .iter()
         .filter(|a| a.covers(&plan.pool))
         .collect();
+    plan.covered = !ads.is_empty();
     if ads.is_empty() {
         plan.unannounced = Some(format!(
             "no L2Advertisement covers pool {:?}, so nobody answers ARP/NDP for {ip}",
