@@ -15,7 +15,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use common::bench::{count_flag, ms, summary};
 use common::bgp::{configure_bgp, next_hops, node_ips, start_router};
 use common::ingress_ips;
 use common::l2::{L2Cluster, check_tools};
@@ -32,28 +33,10 @@ async fn until(what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<Instan
     bail!("timed out waiting for {what}")
 }
 
-fn summary(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
-    v.sort();
-    (
-        v[v.len() / 2],
-        v[(v.len() * 9 / 10).min(v.len() - 1)],
-        v[v.len() - 1],
-    )
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     ferrolb_e2e::install_crypto_provider();
-    let n: usize = std::env::args()
-        .skip_while(|a| a != "--services")
-        .nth(1)
-        .map(|n| n.parse().context("--services N"))
-        .transpose()?
-        .unwrap_or(50);
+    let n = count_flag("services", 50)?;
     check_tools()?;
     let mut c = L2Cluster::start(3).await?;
     let _router = start_router(&mut c).await?;

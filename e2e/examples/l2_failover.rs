@@ -15,6 +15,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use common::bench::{count_flag, ms, summary};
 use common::l2::{L2Cluster, check_tools};
 
 #[derive(Clone, Copy, Debug)]
@@ -72,26 +73,10 @@ async fn trial(c: &mut L2Cluster, vip: &str, hit: Hit) -> Result<Duration> {
     Ok(took)
 }
 
-fn summary(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
-    v.sort();
-    let median = v[v.len() / 2];
-    let p90 = v[(v.len() * 9 / 10).min(v.len() - 1)];
-    (median, p90, *v.last().unwrap())
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     ferrolb_e2e::install_crypto_provider();
-    let trials: usize = std::env::args()
-        .skip_while(|a| a != "--trials")
-        .nth(1)
-        .map(|n| n.parse().context("--trials N"))
-        .transpose()?
-        .unwrap_or(20);
+    let trials = count_flag("trials", 20)?;
     check_tools()?;
     let (mut c, vip) = L2Cluster::start_with_web(3).await?;
     c.wait_arp(&vip, |_| true).await?;

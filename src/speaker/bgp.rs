@@ -11,6 +11,7 @@ use ferrolb_baremetal::crd::{BGPAdvertisement, BGPPeer};
 use ferrolb_baremetal::speaker::bgp::plan::{BgpAdvertisement, Community, parse_community};
 use ferrolb_baremetal::speaker::bgp::session::{PeerConfig, Routes, Session, State, Status};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use tracing::{info, warn};
@@ -78,14 +79,7 @@ pub fn advertisement(a: &BGPAdvertisement) -> Result<BgpAdvertisement, String> {
             Community::Large(v) => large_communities.push(v),
         }
     }
-    let node_selectors = spec
-        .node_selectors
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            Selector::from_label_selector(s).map_err(|e| format!("spec.nodeSelectors[{i}]: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let node_selectors = node_selectors(&spec.node_selectors)?;
     Ok(BgpAdvertisement {
         name: a.name_any(),
         pools: spec.ip_pools.clone(),
@@ -99,19 +93,20 @@ pub fn advertisement(a: &BGPAdvertisement) -> Result<BgpAdvertisement, String> {
     })
 }
 
-/// Whether the peer's node selectors pick this node.
+/// A resource's `spec.nodeSelectors`, validated.
+pub fn node_selectors(list: &[LabelSelector]) -> Result<Vec<Selector>, String> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Selector::from_label_selector(s).map_err(|e| format!("spec.nodeSelectors[{i}]: {e}"))
+        })
+        .collect()
+}
+
+/// Whether the peer's node selectors pick this node (empty: every node).
 pub fn selects(peer: &BGPPeer, labels: &BTreeMap<String, String>) -> Result<bool, String> {
-    if peer.spec.node_selectors.is_empty() {
-        return Ok(true);
-    }
-    for (i, s) in peer.spec.node_selectors.iter().enumerate() {
-        let sel = Selector::from_label_selector(s)
-            .map_err(|e| format!("spec.nodeSelectors[{i}]: {e}"))?;
-        if sel.matches(labels) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    let selectors = node_selectors(&peer.spec.node_selectors)?;
+    Ok(selectors.is_empty() || selectors.iter().any(|s| s.matches(labels)))
 }
 
 /// The password in the peer's Secret (key `password`), if it names one.

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ferrolb_baremetal::allocator::{Pool, Selector, pool_from_spec};
+use ferrolb_baremetal::allocator::{Pool, pool_from_spec};
 use ferrolb_baremetal::annotations::ALLOCATED_FROM_POOL;
 use ferrolb_baremetal::crd::{
     BGPAdvertisement, BGPPeer, BGPSessionStatus, IPPool, L2Advertisement,
@@ -545,15 +545,7 @@ fn service_view(
 }
 
 fn advertisement(a: &L2Advertisement) -> Result<Advertisement, String> {
-    let node_selectors = a
-        .spec
-        .node_selectors
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            Selector::from_label_selector(s).map_err(|e| format!("spec.nodeSelectors[{i}]: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let node_selectors = bgp::node_selectors(&a.spec.node_selectors)?;
     Ok(Advertisement {
         name: a.name_any(),
         pools: a.spec.ip_pools.clone(),

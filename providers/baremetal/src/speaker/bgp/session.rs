@@ -458,6 +458,26 @@ async fn next(
     }
 }
 
+fn v4s(prefixes: &[&IpNet]) -> Vec<ipnet::Ipv4Net> {
+    prefixes
+        .iter()
+        .filter_map(|p| match p {
+            IpNet::V4(n) => Some(*n),
+            IpNet::V6(_) => None,
+        })
+        .collect()
+}
+
+fn v6s(prefixes: &[&IpNet]) -> Vec<ipnet::Ipv6Net> {
+    prefixes
+        .iter()
+        .filter_map(|p| match p {
+            IpNet::V6(n) => Some(*n),
+            IpNet::V4(_) => None,
+        })
+        .collect()
+}
+
 /// What routes that can share an UPDATE have in common: next hop,
 /// communities, large communities, LOCAL_PREF.
 type PathKey = (IpAddr, Vec<u32>, Vec<[u32; 3]>, Option<u32>);
@@ -475,26 +495,14 @@ fn diff(config: &PeerConfig, ibgp: bool, old: &Routes, new: &Routes) -> Vec<Upda
         gone.into_iter().partition(|p| matches!(p, IpNet::V4(_)));
     for chunk in gone4.chunks(PER_UPDATE) {
         out.push(Update {
-            withdrawn: chunk
-                .iter()
-                .filter_map(|p| match p {
-                    IpNet::V4(n) => Some(*n),
-                    IpNet::V6(_) => None,
-                })
-                .collect(),
+            withdrawn: v4s(chunk),
             ..Default::default()
         });
     }
     for chunk in gone6.chunks(PER_UPDATE) {
         out.push(Update {
             attributes: vec![Attribute::MpUnreach {
-                withdrawn: chunk
-                    .iter()
-                    .filter_map(|p| match p {
-                        IpNet::V6(n) => Some(*n),
-                        IpNet::V4(_) => None,
-                    })
-                    .collect(),
+                withdrawn: v6s(chunk),
             }],
             ..Default::default()
         });
@@ -533,6 +541,7 @@ fn diff(config: &PeerConfig, ibgp: bool, old: &Routes, new: &Routes) -> Vec<Upda
         if !large.is_empty() {
             base.push(Attribute::LargeCommunities(large));
         }
+        let prefixes: Vec<&IpNet> = prefixes.iter().collect();
         for chunk in prefixes.chunks(PER_UPDATE) {
             let mut attributes = base.clone();
             match next_hop {
@@ -540,26 +549,14 @@ fn diff(config: &PeerConfig, ibgp: bool, old: &Routes, new: &Routes) -> Vec<Upda
                     attributes.push(Attribute::NextHop(nh));
                     out.push(Update {
                         attributes,
-                        nlri: chunk
-                            .iter()
-                            .filter_map(|p| match p {
-                                IpNet::V4(n) => Some(*n),
-                                IpNet::V6(_) => None,
-                            })
-                            .collect(),
+                        nlri: v4s(chunk),
                         ..Default::default()
                     });
                 }
                 IpAddr::V6(nh) => {
                     attributes.push(Attribute::MpReach {
                         next_hops: vec![nh],
-                        nlri: chunk
-                            .iter()
-                            .filter_map(|p| match p {
-                                IpNet::V6(n) => Some(*n),
-                                IpNet::V4(_) => None,
-                            })
-                            .collect(),
+                        nlri: v6s(chunk),
                     });
                     out.push(Update {
                         attributes,
