@@ -359,6 +359,53 @@ async fn speakers_run_under_the_charts_rbac() -> Result<()> {
     }
     c.wait_speakers_ready().await?;
 
+    // A BGP peer with a password: the speakers read the Secret in the
+    // release namespace and write their sessions into the peer's status.
+    // Nothing listens at the peer's address, so the sessions stay down.
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("router-bgp".into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/basic-auth".into()),
+        string_data: Some([("password".to_string(), "s3cret".to_string())].into()),
+        ..Default::default()
+    };
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+        c.env.client.clone(),
+        ferrolb_e2e::chart::NAMESPACE,
+    )
+    .create(&Default::default(), &secret)
+    .await?;
+    let peers: kube::Api<ferrolb_baremetal::crd::BGPPeer> = kube::Api::all(c.env.client.clone());
+    peers
+        .create(
+            &Default::default(),
+            &ferrolb_baremetal::crd::BGPPeer::new(
+                "router",
+                ferrolb_baremetal::crd::BGPPeerSpec {
+                    my_asn: 64513,
+                    peer_asn: 64512,
+                    peer_address: "10.77.0.3".into(),
+                    password_secret: Some(ferrolb_baremetal::crd::SecretReference {
+                        name: "router-bgp".into(),
+                    }),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await?;
+    wait_for(
+        "every node's session in the BGPPeer's status",
+        WAIT,
+        || async {
+            let nodes = peers.get("router").await?.status.unwrap_or_default().nodes;
+            Ok((nodes.len() == 3).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| c.logs())?;
+
     let ips = c
         .create_service("web", false, false, &["node-0", "node-1", "node-2"])
         .await?;
