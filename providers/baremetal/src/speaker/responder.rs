@@ -147,7 +147,11 @@ impl Responder {
                 }
             }
         }
-        self.sync_interfaces();
+        // Reading the interfaces costs a few dozen reads of /sys: only when
+        // what is answered for changed (and on the caller's periodic rescan).
+        if !changes.acquired.is_empty() || !changes.released.is_empty() {
+            self.sync_interfaces();
+        }
         let m = &self.shared.metrics;
         for ip in &changes.released {
             info!(address = %ip, "stopped answering");

@@ -351,7 +351,12 @@ async fn session(
         )));
     }
     let hold = Duration::from_secs(u64::from(hold_secs.min(their_open.hold_time)));
-    let keepalive = config.keepalive.unwrap_or(hold / 3).min(hold);
+    // A zero keepalive would send without pause: it means the default too.
+    let keepalive = config
+        .keepalive
+        .filter(|k| !k.is_zero())
+        .unwrap_or(hold / 3)
+        .min(hold);
     let v6 = their_open.supports(AFI_IPV6, SAFI_UNICAST);
     send(&mut wr, &Message::Keepalive).await?;
     status.send_modify(|s| s.state = State::OpenConfirm);
