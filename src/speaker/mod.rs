@@ -21,11 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ferrolb_baremetal::allocator::{Pool, pool_from_spec};
+use ferrolb_baremetal::allocator::{Pool, Selector, pool_from_spec};
 use ferrolb_baremetal::annotations::ALLOCATED_FROM_POOL;
 use ferrolb_baremetal::crd::{
     BGPAdvertisement, BGPPeer, BGPSessionStatus, IPPool, L2Advertisement,
 };
+use ferrolb_baremetal::speaker::bgp::plan::BgpAdvertisement;
 use ferrolb_baremetal::speaker::membership::{Membership, Timing};
 use ferrolb_baremetal::speaker::metrics::SpeakerMetrics;
 use ferrolb_baremetal::speaker::plan::{self, AddressPlan, Advertisement, Inputs, ServiceView};
@@ -184,10 +185,12 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
             .collect();
         // Layer 2 first: a failover waits on nothing else.
         responder.set(mine);
+        let bgp_ads = bgp.advertisements(&world);
         bgp.sync(
             &client,
             &world,
             &snapshot,
+            &bgp_ads,
             &me,
             &args.namespace,
             &changed,
@@ -195,7 +198,7 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
         );
         membership.set_targets(world.peer_addresses(&me));
         let plans = Plans {
-            bgp: world.bgp_plan(&snapshot, &l2, &alive, &me),
+            bgp: world.bgp_plan(&snapshot, &l2, &alive, &me, &bgp_ads),
             l2,
         };
         plans_tx.send_if_modified(|old| {
@@ -397,19 +400,43 @@ impl World {
         l2: &BTreeMap<IpAddr, AddressPlan>,
         alive: &BTreeSet<String>,
         me: &str,
+        ads: &[BgpAdvertisement],
     ) -> BTreeMap<IpAddr, BgpAddressPlan> {
         use ferrolb_baremetal::speaker::bgp::plan::{NodeRouting, routes};
-        let ads: Vec<_> = self
-            .bgp_ads
-            .state()
-            .iter()
-            .filter_map(|a| bgp::advertisement(a).ok())
-            .collect();
         if ads.is_empty() {
             return BTreeMap::new();
         }
-        let peers = self.bgp_peers.state();
+        // Per alive node, once: its labels and the peers that select it.
+        let peers: Vec<(String, Vec<Selector>)> = self
+            .bgp_peers
+            .state()
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p.name_any(),
+                    bgp::node_selectors(&p.spec.node_selectors).ok()?,
+                ))
+            })
+            .collect();
         let no_labels = BTreeMap::new();
+        let nodes: Vec<(&String, NodeRouting, Vec<String>)> = alive
+            .iter()
+            .map(|node| {
+                let labels = snap.nodes.get(node).unwrap_or(&no_labels);
+                let selected = peers
+                    .iter()
+                    .filter(|(_, sels)| sels.is_empty() || sels.iter().any(|s| s.matches(labels)))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                // The next hops only need to exist here.
+                let routing = NodeRouting {
+                    labels: labels.clone(),
+                    next_hop_v4: Some(IpAddr::from([0, 0, 0, 0])),
+                    next_hop_v6: Some(IpAddr::from([0u16; 8])),
+                };
+                (node, routing, selected)
+            })
+            .collect();
         let mut out = BTreeMap::new();
         for p in l2.values() {
             if p.reporter.as_deref() != Some(me) {
@@ -430,26 +457,14 @@ impl World {
                     ..s.clone()
                 })
                 .collect();
-            let advertisers = alive
+            let advertisers = nodes
                 .iter()
-                .filter(|node| {
-                    let labels = snap.nodes.get(*node).unwrap_or(&no_labels);
-                    let selected: Vec<String> = peers
-                        .iter()
-                        .filter(|peer| bgp::selects(peer, labels).unwrap_or(false))
-                        .map(|peer| peer.name_any())
-                        .collect();
-                    // The next hops only need to exist here.
-                    let routing = NodeRouting {
-                        labels: labels.clone(),
-                        next_hop_v4: Some(IpAddr::from([0, 0, 0, 0])),
-                        next_hop_v6: Some(IpAddr::from([0u16; 8])),
-                    };
-                    routes(node, &routing, &services, &snap.pools, &ads, &selected)
+                .filter(|(node, routing, selected)| {
+                    routes(node, routing, &services, &snap.pools, ads, selected)
                         .values()
                         .any(|r| !r.is_empty())
                 })
-                .cloned()
+                .map(|(node, _, _)| (*node).clone())
                 .collect();
             out.insert(
                 p.address,
@@ -655,12 +670,33 @@ impl BgpSide {
         current
     }
 
+    /// The valid BGPAdvertisements; the others are logged once.
+    fn advertisements(&mut self, world: &World) -> Vec<BgpAdvertisement> {
+        world
+            .bgp_ads
+            .state()
+            .iter()
+            .filter_map(|a| match bgp::advertisement(a) {
+                Ok(ad) => Some(ad),
+                Err(e) => {
+                    bgp::warn_once(
+                        &mut self.warned,
+                        &format!("BGPAdvertisement/{}", a.name_any()),
+                        &e,
+                    );
+                    None
+                }
+            })
+            .collect()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn sync(
         &mut self,
         client: &kube::Client,
         world: &World,
         snap: &Snapshot,
+        ads: &[BgpAdvertisement],
         me: &str,
         namespace: &str,
         changed: &Arc<Notify>,
@@ -712,22 +748,6 @@ impl BgpSide {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|n, _| peers.contains(n));
         }
-        let ads: Vec<_> = world
-            .bgp_ads
-            .state()
-            .iter()
-            .filter_map(|a| match bgp::advertisement(a) {
-                Ok(ad) => Some(ad),
-                Err(e) => {
-                    bgp::warn_once(
-                        &mut self.warned,
-                        &format!("BGPAdvertisement/{}", a.name_any()),
-                        &e,
-                    );
-                    None
-                }
-            })
-            .collect();
         let peers: Vec<String> = want.keys().cloned().collect();
         let routes = ferrolb_baremetal::speaker::bgp::plan::routes(
             me,
@@ -738,7 +758,7 @@ impl BgpSide {
             },
             &snap.services,
             &snap.pools,
-            &ads,
+            ads,
             &peers,
         );
         self.sessions.sync(want, routes);
