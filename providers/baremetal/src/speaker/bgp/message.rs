@@ -48,6 +48,22 @@ pub struct Open {
 }
 
 impl Open {
+    /// What the speaker offers: IPv4 and IPv6 unicast, and its AS in four
+    /// octets.
+    pub fn capabilities(asn: u32) -> Vec<Capability> {
+        vec![
+            Capability::MultiProtocol {
+                afi: AFI_IPV4,
+                safi: SAFI_UNICAST,
+            },
+            Capability::MultiProtocol {
+                afi: AFI_IPV6,
+                safi: SAFI_UNICAST,
+            },
+            Capability::FourOctetAsn(asn),
+        ]
+    }
+
     /// The AS the peer really has: from its 4-octet capability, else the
     /// two-octet field.
     pub fn four_octet_asn(&self) -> Option<u32> {
@@ -668,17 +684,7 @@ mod tests {
             asn,
             hold_time: 90,
             router_id: Ipv4Addr::new(10, 0, 0, 1),
-            capabilities: vec![
-                Capability::MultiProtocol {
-                    afi: AFI_IPV4,
-                    safi: SAFI_UNICAST,
-                },
-                Capability::MultiProtocol {
-                    afi: AFI_IPV6,
-                    safi: SAFI_UNICAST,
-                },
-                Capability::FourOctetAsn(asn),
-            ],
+            capabilities: Open::capabilities(asn),
         }
     }
 

@@ -19,8 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::message::{
-    self, AFI_IPV4, AFI_IPV6, Attribute, Capability, Message, Notification, Open, SAFI_UNICAST,
-    Update,
+    self, AFI_IPV6, Attribute, Message, Notification, Open, SAFI_UNICAST, Update,
 };
 use crate::speaker::sys;
 
@@ -316,17 +315,7 @@ async fn session(
             asn: config.my_asn,
             hold_time: hold_secs,
             router_id: config.router_id,
-            capabilities: vec![
-                Capability::MultiProtocol {
-                    afi: AFI_IPV4,
-                    safi: SAFI_UNICAST,
-                },
-                Capability::MultiProtocol {
-                    afi: AFI_IPV6,
-                    safi: SAFI_UNICAST,
-                },
-                Capability::FourOctetAsn(config.my_asn),
-            ],
+            capabilities: Open::capabilities(config.my_asn),
         }),
     )
     .await?;
@@ -577,6 +566,7 @@ fn diff(config: &PeerConfig, ibgp: bool, old: &Routes, new: &Routes) -> Vec<Upda
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::speaker::bgp::message::Capability;
 
     fn config(my: u32, peer: u32) -> PeerConfig {
         PeerConfig {
