@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -121,7 +121,7 @@ async fn wait_leader(admin: &kube::Client) -> Result<()> {
 async fn assert_documented_metrics(ctl: &FerrolbProcess, aws: bool) -> Result<()> {
     let (code, metrics) = common::http_get(metrics_port(&ctl.log())?, "/metrics").await?;
     assert_eq!(code, 200);
-    for name in documented_metrics()? {
+    for name in common::documented_metrics()? {
         if (name.starts_with("ferrolb_aws_") && !aws) || name.starts_with("ferrolb_speaker_") {
             continue;
         }
@@ -299,31 +299,4 @@ fn metrics_port(log: &str) -> Result<u16> {
         .context("no addr field")?
         .parse()?;
     Ok(addr.port())
-}
-
-/// The metric names in the first column of docs/troubleshooting.md's table;
-/// a histogram is checked by its `_count` series.
-fn documented_metrics() -> Result<Vec<String>> {
-    let doc = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/troubleshooting.md"),
-    )?;
-    let names: Vec<String> = doc
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `ferrolb_"))
-        .filter_map(|l| {
-            let (name, rest) = l.split_once('`')?;
-            let histogram = rest
-                .trim_start_matches(" |")
-                .trim_start()
-                .starts_with("histogram");
-            Some(format!(
-                "ferrolb_{name}{}",
-                if histogram { "_count" } else { "" }
-            ))
-        })
-        .collect();
-    if names.len() < 5 {
-        bail!("docs/troubleshooting.md lists no metrics table: {names:?}");
-    }
-    Ok(names)
 }

@@ -297,20 +297,13 @@ async fn takeover_sends_repeated_gratuitous_arps() -> Result<()> {
         .and_then(|n| n.parse::<u64>().ok());
     assert!(acquired >= Some(1), "{metrics}");
     // Every speaker metric the troubleshooting guide names is served.
-    let guide = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/troubleshooting.md"
-    ))?;
     // (The BGP ones are checked where a BGP peer exists, in speaker_bgp.rs.)
-    let documented: Vec<&str> = guide
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `ferrolb_speaker_"))
-        .filter_map(|rest| rest.split(['`', '{']).next())
-        .filter(|name| !name.starts_with("bgp_"))
+    let documented: Vec<String> = common::documented_metrics()?
+        .into_iter()
+        .filter(|n| n.starts_with("ferrolb_speaker_") && !n.starts_with("ferrolb_speaker_bgp_"))
         .collect();
     assert!(documented.len() >= 5, "{documented:?}");
     for name in documented {
-        let name = format!("ferrolb_speaker_{name}");
         assert!(
             metrics.lines().any(|l| l.starts_with(&name)),
             "{name} is documented but not served:\n{metrics}"

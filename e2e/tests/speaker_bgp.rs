@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use common::WAIT;
 use common::bgp::{configure_bgp, gobgp, next_hops, node_ips, start_bird, start_router};
@@ -82,14 +80,9 @@ async fn routes_follow_services_and_endpoints_at_gobgpd() -> Result<()> {
         "community missing: {rib}"
     );
     // The BGP metrics the troubleshooting guide names, with this peer.
-    let guide = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/troubleshooting.md"
-    ))?;
-    let documented: Vec<&str> = guide
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `ferrolb_speaker_bgp_"))
-        .filter_map(|rest| rest.split('`').next())
+    let documented: Vec<String> = common::documented_metrics()?
+        .into_iter()
+        .filter(|n| n.starts_with("ferrolb_speaker_bgp_"))
         .collect();
     assert_eq!(documented.len(), 3, "{documented:?}");
     wait_for("the BGP metrics of node-0", WAIT, || async {
@@ -97,7 +90,7 @@ async fn routes_follow_services_and_endpoints_at_gobgpd() -> Result<()> {
         let all = documented.iter().all(|name| {
             metrics
                 .lines()
-                .any(|l| l.starts_with(&format!("ferrolb_speaker_bgp_{name}{{peer=\"router\"}}")))
+                .any(|l| l.starts_with(&format!("{name}{{peer=\"router\"}}")))
         });
         Ok(
             (all && metrics.contains("ferrolb_speaker_bgp_session_up{peer=\"router\"} 1"))
@@ -157,7 +150,6 @@ async fn a_stopping_speaker_withdraws_first() -> Result<()> {
     // hold timer.
     let hops = next_hops(&c, &prefix)?;
     assert_eq!(hops, node_ips(&c, &["node-1", "node-2"]), "{}", c.logs());
-    tokio::time::sleep(Duration::from_millis(10)).await;
     Ok(())
 }
 

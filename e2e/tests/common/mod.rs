@@ -284,3 +284,30 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
         .unwrap_or_default();
     Ok((code, body))
 }
+
+/// The metric names in the first column of docs/troubleshooting.md's table;
+/// a histogram is checked by its `_count` series.
+pub fn documented_metrics() -> Result<Vec<String>> {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/troubleshooting.md"),
+    )?;
+    let names: Vec<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `ferrolb_"))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once('`')?;
+            let histogram = rest
+                .trim_start_matches(" |")
+                .trim_start()
+                .starts_with("histogram");
+            Some(format!(
+                "ferrolb_{name}{}",
+                if histogram { "_count" } else { "" }
+            ))
+        })
+        .collect();
+    if names.len() < 5 {
+        anyhow::bail!("docs/troubleshooting.md lists no metrics table: {names:?}");
+    }
+    Ok(names)
+}
