@@ -608,6 +608,12 @@ struct BgpSide {
     updates_seen: HashMap<String, u64>,
     /// What this node last wrote in each peer's status, and when.
     written: HashMap<String, (BGPSessionStatus, std::time::Instant)>,
+    /// Writes of status entries run one at a time, in order; a write that
+    /// a newer one for the same peer has overtaken is skipped, so an older
+    /// state never lands last.
+    status_latest: Arc<std::sync::Mutex<HashMap<String, u64>>>,
+    status_queue: Arc<tokio::sync::Mutex<()>>,
+    status_seq: u64,
 }
 
 /// A session's prefix count is written at most this often; state changes at
@@ -806,7 +812,23 @@ impl BgpSide {
         for (peer, entry) in writes {
             let client = client.clone();
             let manager = field_manager(me);
+            self.status_seq += 1;
+            let seq = self.status_seq;
+            self.status_latest
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(peer.clone(), seq);
+            let (latest, queue) = (self.status_latest.clone(), self.status_queue.clone());
             tokio::spawn(async move {
+                let _turn = queue.lock().await;
+                let overtaken = latest
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&peer)
+                    .is_some_and(|l| *l > seq);
+                if overtaken {
+                    return;
+                }
                 let api: Api<BGPPeer> = Api::all(client);
                 let nodes: Vec<BGPSessionStatus> = entry.into_iter().collect();
                 let patch = serde_json::json!({
