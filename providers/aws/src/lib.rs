@@ -11,6 +11,7 @@ pub mod annotations;
 mod apply;
 mod batch;
 mod cloud;
+mod known;
 pub mod model;
 pub mod naming;
 mod observe;
@@ -19,7 +20,8 @@ pub mod plan;
 mod plan_tests;
 mod provider;
 mod security;
+mod snapshot;
 pub mod subnets;
 pub mod tags;
 
-pub use provider::{AwsConfig, AwsProvider};
+pub use provider::{AwsConfig, AwsProvider, ENSURE_CACHE_ENV};

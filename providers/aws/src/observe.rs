@@ -397,7 +397,7 @@ fn health_check_of(tg: &TargetGroup) -> HealthCheck {
 }
 
 /// Tags of many resources, 20 per call.
-async fn tags_of(
+pub async fn tags_of(
     cloud: &Cloud,
     arns: &[String],
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>, CallError> {
@@ -469,17 +469,28 @@ pub async fn owned(
     }
     let all: Vec<String> = lbs.iter().chain(tgs.iter()).cloned().collect();
     let tags = tags_of(cloud, &all).await?;
-    let owner = |arn: &String| tags.get(arn).and_then(|t| tags::owner(t, cluster));
+    Ok(owners_of(&lbs, &tgs, |arn| {
+        tags.get(arn).and_then(|t| tags::owner(t, cluster))
+    }))
+}
+
+/// The load balancers and target groups of each Service, by `owner` (which
+/// reads the tags).
+pub fn owners_of<'a>(
+    lbs: impl IntoIterator<Item = &'a String>,
+    tgs: impl IntoIterator<Item = &'a String>,
+    owner: impl Fn(&String) -> Option<ServiceKey>,
+) -> BTreeMap<ServiceKey, (Vec<String>, Vec<String>)> {
     let mut out: BTreeMap<ServiceKey, (Vec<String>, Vec<String>)> = BTreeMap::new();
-    for lb in &lbs {
+    for lb in lbs {
         if let Some(key) = owner(lb) {
             out.entry(key).or_default().0.push(lb.clone());
         }
     }
-    for tg in &tgs {
+    for tg in tgs {
         if let Some(key) = owner(tg) {
             out.entry(key).or_default().1.push(tg.clone());
         }
     }
-    Ok(out)
+    out
 }

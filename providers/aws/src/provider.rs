@@ -4,6 +4,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use aws_sdk_ec2::types::Filter;
 use ferrolb_provider_api::{
     Ingress, LoadBalancerIntent, LoadBalancerStatus, OwnedService, Provider, ProviderError,
@@ -14,10 +18,12 @@ use tracing::{debug, info, warn};
 use crate::annotations::{self, HcPort, Scheme, TargetType};
 use crate::apply::{self, LbHandle, delete_load_balancer, delete_target_group};
 use crate::cloud::Cloud;
+use crate::known::{self, FullReason, Known, KnownTargetGroup, Path, Spec};
 use crate::model::{self, NlbProtocol};
 use crate::observe;
 use crate::plan::{self, Action};
 use crate::security;
+use crate::snapshot::{self, Snapshots};
 use crate::subnets::{self, SubnetInfo};
 use crate::tags::legacy_cluster_tag;
 
@@ -29,13 +35,19 @@ pub struct AwsConfig {
     pub cluster_name: String,
 }
 
-/// What ferrolb last made for a Service, so `delete` needs no scan.
-#[derive(Clone, Debug)]
-struct Known {
-    lb_arn: String,
-    target_groups: Vec<String>,
-    /// Whether source-range rules exist for the Service.
-    has_rules: bool,
+/// Turns the ensure cache ([`crate::known`]) off when set to `off`, `false`
+/// or `0`: every ensure then observes, plans and applies in full, as before
+/// the cache existed. For measuring the cache against its absence.
+pub const ENSURE_CACHE_ENV: &str = "FERROLB_AWS_ENSURE_CACHE";
+
+/// `ferrolb_aws_ensures_total`: which path each ensure took.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EnsureLabels {
+    /// `confirmed` (seen in the account snapshot, nothing else read),
+    /// `targets` (only the changed targets written) or `full`.
+    path: &'static str,
+    /// Why a full ensure was needed; empty for the other paths.
+    reason: &'static str,
 }
 
 /// Load balancers and target groups tagged for one Service, by ARN.
@@ -49,6 +61,15 @@ pub struct AwsProvider {
     /// their load balancers most likely exist.
     published: Mutex<HashSet<ServiceKey>>,
     known: Mutex<HashMap<ServiceKey, Known>>,
+    /// Whether ensures may use what `known` says to skip the full path.
+    cache: bool,
+    snapshots: Snapshots,
+    /// Tags of every load balancer and target group the last sweep listed,
+    /// by ARN: tags do not change under ferrolb, so a sweep reads only those
+    /// of resources new since. Never used to modify anything: whatever is
+    /// deleted on a sweep's word has its tags read again first.
+    tags: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    ensures: Family<EnsureLabels, Counter>,
     /// What the last sweep found tagged for each Service that still exists,
     /// until that Service's next ensure has looked at it.
     swept: Mutex<BTreeMap<ServiceKey, Tagged>>,
@@ -62,19 +83,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl AwsProvider {
     /// Credentials and region from the default chain; the endpoint from
     /// `AWS_ENDPOINT_URL` when set.
+    /// The ensure cache is on unless [`ENSURE_CACHE_ENV`] turns it off.
     pub async fn new(config: AwsConfig) -> Self {
         let sdk = aws_config::load_from_env().await;
-        Self::from_sdk(&sdk, config)
+        let off = std::env::var(ENSURE_CACHE_ENV).is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "off" | "false" | "0"
+            )
+        });
+        if off {
+            info!("{ENSURE_CACHE_ENV} is off: every ensure observes in full");
+        }
+        Self::from_sdk(&sdk, config).with_ensure_cache(!off)
+    }
+
+    /// With `false`, every ensure observes, plans and applies in full.
+    pub fn with_ensure_cache(mut self, on: bool) -> Self {
+        self.cache = on;
+        self
     }
 
     pub fn from_sdk(sdk: &aws_config::SdkConfig, config: AwsConfig) -> Self {
         let cloud = Cloud::new(sdk);
         Self {
             reads: observe::Reads::new(&cloud),
+            snapshots: Snapshots::new(&cloud),
             published: Mutex::default(),
             cloud,
             cluster: config.cluster_name,
             known: Mutex::default(),
+            cache: true,
+            tags: Mutex::default(),
+            ensures: Family::default(),
             swept: Mutex::default(),
             subnets: Mutex::default(),
         }
@@ -328,8 +369,8 @@ impl AwsProvider {
         };
         self.delete_unused(
             key,
-            std::slice::from_ref(&previous.lb_arn),
-            &previous.target_groups,
+            std::slice::from_ref(&previous.lb.arn),
+            &previous.target_group_arns(),
             current,
         )
         .await
@@ -344,6 +385,34 @@ impl AwsProvider {
         let Some((lbs, tgs)) = lock(&self.swept).remove(key) else {
             return Ok(());
         };
+        let current_tgs = current.target_group_arns();
+        let stale: Vec<String> = lbs
+            .iter()
+            .filter(|lb| **lb != current.lb.arn)
+            .chain(tgs.iter().filter(|t| !current_tgs.contains(t)))
+            .cloned()
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        // The sweep read most tags from its cache: read these again, and
+        // leave alone whatever is no longer tagged for this Service.
+        let fresh = match observe::tags_of(&self.cloud, &stale).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                lock(&self.swept).insert(key.clone(), (lbs, tgs));
+                return Err(e.into());
+            }
+        };
+        let ours = |arn: &String| {
+            fresh
+                .get(arn)
+                .is_some_and(|t| crate::tags::is_owned_by(t, &self.cluster, key))
+        };
+        let (lbs, tgs): (Vec<String>, Vec<String>) = (
+            lbs.into_iter().filter(|a| ours(a)).collect(),
+            tgs.into_iter().filter(|a| ours(a)).collect(),
+        );
         let result = self.delete_unused(key, &lbs, &tgs, current).await;
         if result.is_err() {
             // Tried again on the next ensure (deleting what is gone is fine).
@@ -361,58 +430,99 @@ impl AwsProvider {
         tgs: &[String],
         current: &Known,
     ) -> Result<(), ProviderError> {
-        for lb in lbs.iter().filter(|lb| **lb != current.lb_arn) {
+        for lb in lbs.iter().filter(|lb| **lb != current.lb.arn) {
             info!(service = %key, old = %lb, "deleting a load balancer this Service no longer uses");
             delete_load_balancer(&self.cloud, lb).await?;
         }
-        for tg in tgs.iter().filter(|t| !current.target_groups.contains(t)) {
+        let current_tgs = current.target_group_arns();
+        for tg in tgs.iter().filter(|t| !current_tgs.contains(t)) {
             delete_target_group(&self.cloud, tg).await?;
         }
         Ok(())
     }
-}
 
-#[async_trait::async_trait]
-impl Provider for AwsProvider {
-    fn name(&self) -> &'static str {
-        "aws"
+    fn count(&self, labels: &EnsureLabels) {
+        self.ensures.get_or_create(labels).inc();
     }
 
-    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
-        registry.register(
-            "aws_calls",
-            "AWS API calls, by service, operation and outcome",
-            self.cloud.calls.clone(),
-        );
+    /// The ensure of an unchanged Service, or of one whose targets alone
+    /// changed, from what the last full ensure left ([`crate::known`]).
+    /// `Ok(Err(reason))`: the full path is needed.
+    async fn fast_ensure(
+        &self,
+        key: &ServiceKey,
+        desired: &model::DesiredLoadBalancer,
+        wanted_ranges: &[ipnet::IpNet],
+    ) -> Result<Result<LoadBalancerStatus, FullReason>, ProviderError> {
+        let known = lock(&self.known).get(key).cloned();
+        let path = known::decide(known.as_ref(), desired, wanted_ranges);
+        let (known, path) = match (known, path) {
+            (_, Path::Full(reason)) => return Ok(Err(reason)),
+            (Some(k), path) => (k, path),
+            (None, _) => return Ok(Err(FullReason::Unknown)),
+        };
+        match path {
+            Path::Full(reason) => Ok(Err(reason)),
+            Path::Confirm => {
+                let account = self.snapshots.since(known.at).await?;
+                if let Err(why) = snapshot::confirms(&account, &known) {
+                    info!(service = %key, %why, "the account differs from what is known; observing in full");
+                    return Ok(Err(FullReason::Drift));
+                }
+                self.drop_stale(key, &known).await?;
+                if let Some(k) = lock(&self.known).get_mut(key) {
+                    k.confirms_left = k.confirms_left.saturating_sub(1);
+                }
+                debug!(service = %key, "load balancer confirmed in the account snapshot");
+                self.count(&EnsureLabels {
+                    path: "confirmed",
+                    reason: "",
+                });
+                Ok(Ok(status_of(&known.lb)))
+            }
+            Path::Targets(actions) => {
+                info!(service = %key, target_groups = actions.len(), "updating targets only");
+                let result =
+                    apply::apply(&self.cloud, desired, &actions, Some(known.lb.clone()), None)
+                        .await;
+                match result {
+                    Ok(_) => {}
+                    Err(e) if e.class() == ferrolb_provider_api::ErrorClass::Throttled => {
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        // A target group gone, a target refused: the full
+                        // path finds out what is there. Until one succeeds,
+                        // nothing known is trusted.
+                        warn!(service = %key, error = %e, "changing targets failed; observing in full");
+                        if let Some(k) = lock(&self.known).get_mut(key) {
+                            k.spec = None;
+                        }
+                        return Ok(Err(FullReason::TargetsFailed));
+                    }
+                }
+                let next = known::with_targets(&known, desired);
+                self.drop_stale(key, &next).await?;
+                lock(&self.known).insert(key.clone(), next);
+                self.count(&EnsureLabels {
+                    path: "targets",
+                    reason: "",
+                });
+                Ok(Ok(status_of(&known.lb)))
+            }
+        }
     }
 
-    fn node_label_annotations(&self) -> &'static [&'static str] {
-        &[annotations::keys::TARGET_NODE_LABELS]
-    }
-
-    async fn ensure(
+    /// Observe, plan and apply: what every ensure did before the cache, and
+    /// what one does whenever the cache cannot vouch for the Service.
+    async fn full_ensure(
         &self,
         intent: &LoadBalancerIntent,
+        opts: &annotations::AwsOptions,
+        wanted_ranges: &[ipnet::IpNet],
+        mut desired: model::DesiredLoadBalancer,
     ) -> Result<LoadBalancerStatus, ProviderError> {
-        let opts = annotations::parse(
-            &intent.annotations,
-            &intent.ports,
-            intent.traffic_policy,
-            intent.health_check_node_port,
-        )?;
-        // The spec field wins over the annotation, as in both peers.
-        let ranges = if intent.source_ranges.is_empty() {
-            opts.source_ranges.clone()
-        } else {
-            intent.source_ranges.clone()
-        };
-        if !ranges.is_empty() && opts.target_type == TargetType::Ip {
-            return Err(ProviderError::invalid(
-                "spec.loadBalancerSourceRanges",
-                "source ranges with ip targets would need rules on the pods' security groups, which ferrolb does not manage yet; nothing was created",
-            ));
-        }
-        let mut desired = model::build(intent, &opts, &self.cluster, Vec::new())?;
+        let spec = Spec::of(&desired, wanted_ranges);
         let expected = lock(&self.known).contains_key(&intent.key)
             || lock(&self.published).contains(&intent.key);
         let (observed, vpc_id) = observe::observe(
@@ -498,14 +608,6 @@ impl Provider for AwsProvider {
             Some(lb) => lb.subnets.clone(),
             None => desired.subnets.clone(),
         };
-        // With manage-backend-security-group-rules off the user owns the
-        // nodes' rules: ferrolb writes none, and takes back any it wrote
-        // before, so nothing of ours is left that nobody maintains.
-        let wanted_ranges: &[ipnet::IpNet] = if opts.manage_backend_security_group_rules {
-            &ranges
-        } else {
-            &[]
-        };
         let has_rules = self
             .converge_rules(
                 intent,
@@ -518,28 +620,123 @@ impl Provider for AwsProvider {
 
         let current = Known {
             has_rules,
-            lb_arn: applied.lb.arn.clone(),
+            lb: applied.lb.clone(),
+            lb_name: desired.name.clone(),
             target_groups: desired
                 .target_groups
                 .iter()
                 .filter_map(|d| {
-                    applied.new_target_groups.get(&d.name).cloned().or_else(|| {
-                        observed
-                            .target_groups
-                            .iter()
-                            .find(|t| t.name == d.name)
-                            .map(|t| t.arn.clone())
+                    let arn = applied
+                        .new_target_groups
+                        .get(&d.name)
+                        .cloned()
+                        .or_else(|| {
+                            observed
+                                .target_groups
+                                .iter()
+                                .find(|t| t.name == d.name)
+                                .map(|t| t.arn.clone())
+                        })?;
+                    Some(KnownTargetGroup {
+                        arn,
+                        name: d.name.clone(),
+                        port: d.port,
+                        protocol: d.protocol,
+                        targets: d.targets.clone(),
                     })
                 })
                 .collect(),
+            spec: self.cache.then_some(spec),
+            at: Instant::now(),
+            confirms_left: known::confirms_after_full(&intent.key),
         };
+        {
+            // What ferrolb just made carries these tags, so the next sweep
+            // need not read them.
+            let mut cache = lock(&self.tags);
+            cache.insert(current.lb.arn.clone(), desired.tags.clone());
+            for (tg, d) in current.target_groups.iter().zip(&desired.target_groups) {
+                cache.insert(tg.arn.clone(), d.tags.clone());
+            }
+        }
         self.drop_replaced(&intent.key, &current).await?;
         self.drop_stale(&intent.key, &current).await?;
         lock(&self.known).insert(intent.key.clone(), current);
-        Ok(LoadBalancerStatus {
-            ingress: ingress(&applied.lb),
-            annotations: BTreeMap::new(),
-        })
+        Ok(status_of(&applied.lb))
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for AwsProvider {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "aws_calls",
+            "AWS API calls, by service, operation and outcome",
+            self.cloud.calls.clone(),
+        );
+        registry.register(
+            "aws_ensures",
+            "AWS ensures, by the path they took: confirmed in the account snapshot, targets only, or full (with why)",
+            self.ensures.clone(),
+        );
+    }
+
+    fn node_label_annotations(&self) -> &'static [&'static str] {
+        &[annotations::keys::TARGET_NODE_LABELS]
+    }
+
+    async fn ensure(
+        &self,
+        intent: &LoadBalancerIntent,
+    ) -> Result<LoadBalancerStatus, ProviderError> {
+        let opts = annotations::parse(
+            &intent.annotations,
+            &intent.ports,
+            intent.traffic_policy,
+            intent.health_check_node_port,
+        )?;
+        // The spec field wins over the annotation, as in both peers.
+        let ranges = if intent.source_ranges.is_empty() {
+            opts.source_ranges.clone()
+        } else {
+            intent.source_ranges.clone()
+        };
+        if !ranges.is_empty() && opts.target_type == TargetType::Ip {
+            return Err(ProviderError::invalid(
+                "spec.loadBalancerSourceRanges",
+                "source ranges with ip targets would need rules on the pods' security groups, which ferrolb does not manage yet; nothing was created",
+            ));
+        }
+        // With manage-backend-security-group-rules off the user owns the
+        // nodes' rules: ferrolb writes none, and takes back any it wrote
+        // before, so nothing of ours is left that nobody maintains.
+        let wanted_ranges: Vec<ipnet::IpNet> = if opts.manage_backend_security_group_rules {
+            ranges
+        } else {
+            Vec::new()
+        };
+        let desired = model::build(intent, &opts, &self.cluster, Vec::new())?;
+        let reason = if self.cache {
+            match self
+                .fast_ensure(&intent.key, &desired, &wanted_ranges)
+                .await?
+            {
+                Ok(status) => return Ok(status),
+                Err(reason) => reason,
+            }
+        } else {
+            FullReason::Disabled
+        };
+        self.count(&EnsureLabels {
+            path: "full",
+            reason: reason.label(),
+        });
+        self.full_ensure(intent, &opts, &wanted_ranges, desired)
+            .await
     }
 
     async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
@@ -552,7 +749,34 @@ impl Provider for AwsProvider {
     }
 
     async fn owners(&self) -> Result<BTreeSet<ServiceKey>, ProviderError> {
-        let owned = observe::owned(&self.cloud, &self.cluster).await?;
+        // A recent account view, shared with the resyncs, and the tags of
+        // only what the last sweep did not see.
+        let account = self.snapshots.recent(snapshot::SWEEP_MAX_AGE).await?;
+        let unseen: Vec<String> = {
+            let cache = lock(&self.tags);
+            account
+                .arns()
+                .filter(|a| !cache.contains_key(*a))
+                .cloned()
+                .collect()
+        };
+        let read = observe::tags_of(&self.cloud, &unseen).await?;
+        let owned = {
+            let mut cache = lock(&self.tags);
+            cache.extend(read);
+            cache.retain(|arn, _| {
+                account.load_balancers.contains_key(arn) || account.target_groups.contains_key(arn)
+            });
+            observe::owners_of(
+                account.load_balancers.keys(),
+                account.target_groups.keys(),
+                |arn| {
+                    cache
+                        .get(arn)
+                        .and_then(|t| crate::tags::owner(t, &self.cluster))
+                },
+            )
+        };
         let keys = owned.keys().cloned().collect();
         *lock(&self.swept) = owned;
         Ok(keys)
@@ -617,4 +841,11 @@ fn ingress(lb: &LbHandle) -> Vec<Ingress> {
     std::iter::once(Ingress::Hostname(lb.dns_name.clone()))
         .chain(lb.addresses.iter().copied().map(Ingress::ProxyIp))
         .collect()
+}
+
+fn status_of(lb: &LbHandle) -> LoadBalancerStatus {
+    LoadBalancerStatus {
+        ingress: ingress(lb),
+        annotations: BTreeMap::new(),
+    }
 }
