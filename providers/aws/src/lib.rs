@@ -5,6 +5,12 @@
 //! model against what was observed) and **apply** (the only place with
 //! mutating calls). A resync of an unchanged Service therefore makes no
 //! mutating call. Every AWS call is counted by operation and outcome.
+//!
+//! What a full ensure converged to is remembered ([`known`]): a resync of an
+//! unchanged Service is then confirmed against one listing of the account
+//! shared by all Services ([`snapshot`]), and a change of targets alone writes
+//! just the difference, without reading. Every few resyncs a Service is
+//! observed in full again, which repairs drift the listing cannot show.
 
 mod addresses;
 pub mod annotations;

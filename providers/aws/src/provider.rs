@@ -8,24 +8,25 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-use aws_sdk_ec2::types::Filter;
 use ferrolb_provider_api::{
     Ingress, LoadBalancerIntent, LoadBalancerStatus, OwnedService, Provider, ProviderError,
     ServiceKey,
 };
 use tracing::{debug, info, warn};
 
-use crate::annotations::{self, HcPort, Scheme, TargetType};
+use crate::annotations::{self, Scheme, TargetType};
 use crate::apply::{self, LbHandle, delete_load_balancer, delete_target_group};
 use crate::cloud::Cloud;
-use crate::known::{self, FullReason, Known, KnownTargetGroup, Path, Spec};
-use crate::model::{self, NlbProtocol};
+use crate::known::{self, FullReason, Known, KnownTargetGroup, Spec};
+use crate::model;
 use crate::observe;
 use crate::plan::{self, Action};
 use crate::security;
 use crate::snapshot::{self, Snapshots};
 use crate::subnets::{self, SubnetInfo};
-use crate::tags::legacy_cluster_tag;
+
+mod cached;
+mod vpc;
 
 /// How long the VPC's subnets and route tables are trusted before being read again.
 const SUBNET_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -74,6 +75,12 @@ pub struct AwsProvider {
     /// until that Service's next ensure has looked at it.
     swept: Mutex<BTreeMap<ServiceKey, Tagged>>,
     subnets: Mutex<Option<(Instant, Vec<SubnetInfo>)>>,
+    /// Held while the subnets are read, so that concurrent creates read them once.
+    subnets_read: tokio::sync::Mutex<()>,
+    /// The Services that had source-range rules in the VPC when first asked
+    /// (one read for all): rules are written only by ensures of this process
+    /// after that, which `known` records.
+    had_rules: tokio::sync::Mutex<Option<(String, BTreeSet<ServiceKey>)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -118,246 +125,9 @@ impl AwsProvider {
             ensures: Family::default(),
             swept: Mutex::default(),
             subnets: Mutex::default(),
+            subnets_read: tokio::sync::Mutex::new(()),
+            had_rules: tokio::sync::Mutex::new(None),
         }
-    }
-
-    /// The subnets of the cluster's VPC (the VPC of the subnets tagged
-    /// `kubernetes.io/cluster/<cluster>`), with whether each routes to an
-    /// internet gateway.
-    async fn vpc_subnets(&self) -> Result<Vec<SubnetInfo>, ProviderError> {
-        if let Some((_, subnets)) = lock(&self.subnets)
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < SUBNET_CACHE_TTL)
-        {
-            return Ok(subnets.clone());
-        }
-        let tagged = self
-            .cloud
-            .ec2(
-                "DescribeSubnets",
-                self.cloud
-                    .ec2
-                    .describe_subnets()
-                    .filters(
-                        Filter::builder()
-                            .name("tag-key")
-                            .values(legacy_cluster_tag(&self.cluster))
-                            .build(),
-                    )
-                    .send(),
-            )
-            .await?;
-        let mut vpcs: Vec<String> = tagged
-            .subnets()
-            .iter()
-            .filter_map(|s| s.vpc_id().map(str::to_string))
-            .collect();
-        vpcs.sort();
-        vpcs.dedup();
-        let vpc = match vpcs.as_slice() {
-            [vpc] => vpc.clone(),
-            [] => {
-                return Err(ProviderError::unsatisfiable(format!(
-                    "no subnet is tagged {}; tag the cluster's subnets so ferrolb can find its VPC",
-                    legacy_cluster_tag(&self.cluster)
-                )));
-            }
-            many => {
-                return Err(ProviderError::unsatisfiable(format!(
-                    "subnets tagged {} lie in several VPCs ({}); the cluster must use one",
-                    legacy_cluster_tag(&self.cluster),
-                    many.join(", ")
-                )));
-            }
-        };
-        let vpc_filter = || Filter::builder().name("vpc-id").values(&vpc).build();
-        let all = self
-            .cloud
-            .ec2(
-                "DescribeSubnets",
-                self.cloud
-                    .ec2
-                    .describe_subnets()
-                    .filters(vpc_filter())
-                    .send(),
-            )
-            .await?;
-        let tables = self
-            .cloud
-            .ec2(
-                "DescribeRouteTables",
-                self.cloud
-                    .ec2
-                    .describe_route_tables()
-                    .filters(vpc_filter())
-                    .send(),
-            )
-            .await?;
-        let routes_to_igw = |t: &aws_sdk_ec2::types::RouteTable| {
-            t.routes().iter().any(|r| {
-                r.destination_cidr_block() == Some("0.0.0.0/0")
-                    && r.gateway_id().is_some_and(|g| g.starts_with("igw-"))
-            })
-        };
-        let main_public = tables
-            .route_tables()
-            .iter()
-            .find(|t| t.associations().iter().any(|a| a.main() == Some(true)))
-            .is_some_and(routes_to_igw);
-        let mut explicit: BTreeMap<String, bool> = BTreeMap::new();
-        for t in tables.route_tables() {
-            for a in t.associations() {
-                if let Some(s) = a.subnet_id() {
-                    explicit.insert(s.to_string(), routes_to_igw(t));
-                }
-            }
-        }
-        let infos: Vec<SubnetInfo> = all
-            .subnets()
-            .iter()
-            .map(|s| {
-                let id = s.subnet_id().unwrap_or_default().to_string();
-                SubnetInfo {
-                    public: explicit.get(&id).copied().unwrap_or(main_public),
-                    id,
-                    zone: s.availability_zone().unwrap_or_default().to_string(),
-                    zone_type: "availability-zone".to_string(),
-                    vpc_id: vpc.clone(),
-                    cidr: s.cidr_block().unwrap_or_default().to_string(),
-                    tags: s
-                        .tags()
-                        .iter()
-                        .filter_map(|t| {
-                            Some((
-                                t.key()?.to_string(),
-                                t.value().unwrap_or_default().to_string(),
-                            ))
-                        })
-                        .collect(),
-                }
-            })
-            .collect();
-        *lock(&self.subnets) = Some((Instant::now(), infos.clone()));
-        Ok(infos)
-    }
-
-    /// The security-groups annotation's entries as IDs: `sg-…` as given, names
-    /// looked up in the cluster's VPC (one DescribeSecurityGroups for all).
-    async fn security_group_ids(
-        &self,
-        vpc: &str,
-        groups: &[String],
-    ) -> Result<Vec<String>, ProviderError> {
-        let names: Vec<&String> = groups.iter().filter(|g| !g.starts_with("sg-")).collect();
-        if names.is_empty() {
-            return Ok(groups.to_vec());
-        }
-        let found = self
-            .cloud
-            .ec2(
-                "DescribeSecurityGroups",
-                self.cloud
-                    .ec2
-                    .describe_security_groups()
-                    .filters(Filter::builder().name("vpc-id").values(vpc).build())
-                    .filters(
-                        Filter::builder()
-                            .name("group-name")
-                            .set_values(Some(names.iter().map(|n| n.to_string()).collect()))
-                            .build(),
-                    )
-                    .send(),
-            )
-            .await?;
-        let by_name: BTreeMap<&str, &str> = found
-            .security_groups()
-            .iter()
-            .filter_map(|g| Some((g.group_name()?, g.group_id()?)))
-            .collect();
-        groups
-            .iter()
-            .map(|g| {
-                if g.starts_with("sg-") {
-                    return Ok(g.clone());
-                }
-                by_name.get(g.as_str()).map(|id| id.to_string()).ok_or_else(|| {
-                    ProviderError::invalid(
-                        "metadata.annotations[service.beta.kubernetes.io/aws-load-balancer-security-groups]",
-                        format!("no security group named {g:?} in the cluster's VPC {vpc}"),
-                    )
-                })
-            })
-            .collect()
-    }
-
-    /// Source-range rules on the nodes' security groups; returns whether any
-    /// exist afterwards. Reads the groups only when rules are wanted, or may
-    /// exist from before (first ensure since start, or rules last time).
-    async fn converge_rules(
-        &self,
-        intent: &LoadBalancerIntent,
-        desired: &model::DesiredLoadBalancer,
-        ranges: &[ipnet::IpNet],
-        lb_subnets: &[String],
-        vpc: Option<&str>,
-    ) -> Result<bool, ProviderError> {
-        let maybe_had = lock(&self.known)
-            .get(&intent.key)
-            .is_none_or(|k| k.has_rules);
-        if ranges.is_empty() && !maybe_had {
-            return Ok(false);
-        }
-        let Some(vpc) = vpc else { return Ok(false) };
-        let want = if ranges.is_empty() {
-            BTreeSet::new()
-        } else {
-            let instances: BTreeSet<String> = desired
-                .target_groups
-                .iter()
-                .flat_map(|t| t.targets.iter().map(|t| t.id.clone()))
-                .collect();
-            let instances: Vec<String> = instances.into_iter().collect();
-            let groups = security::node_groups(&self.cloud, &instances, &self.cluster).await?;
-            let node_ports: Vec<(String, u16)> = desired
-                .target_groups
-                .iter()
-                .flat_map(|t| {
-                    let protocols: &[&str] = match t.protocol {
-                        NlbProtocol::Udp => &["udp"],
-                        NlbProtocol::TcpUdp => &["tcp", "udp"],
-                        NlbProtocol::Tcp | NlbProtocol::Tls => &["tcp"],
-                    };
-                    protocols.iter().map(|p| (p.to_string(), t.port))
-                })
-                .collect();
-            let infos = self.vpc_subnets().await?;
-            let subnet_cidrs: Vec<ipnet::IpNet> = infos
-                .iter()
-                .filter(|s| lb_subnets.contains(&s.id))
-                .filter_map(|s| s.cidr.parse().ok())
-                .collect();
-            let mut rules = BTreeSet::new();
-            for tg in &desired.target_groups {
-                let health_port = match tg.health_check.port {
-                    HcPort::TrafficPort => tg.port,
-                    HcPort::Port(p) => p,
-                };
-                rules.extend(security::desired(
-                    &groups,
-                    ranges,
-                    &node_ports,
-                    &subnet_cidrs,
-                    Some(health_port),
-                ));
-            }
-            rules
-        };
-        let have = security::observed(&self.cloud, vpc, &self.cluster, &intent.key).await?;
-        if want != have {
-            info!(service = %intent.key, add = want.difference(&have).count(), remove = have.difference(&want).count(), "updating source-range rules");
-            security::converge(&self.cloud, &self.cluster, &intent.key, &want, &have).await?;
-        }
-        Ok(!want.is_empty())
     }
 
     /// Removes what an earlier ensure made for this Service and the current one
@@ -443,74 +213,6 @@ impl AwsProvider {
 
     fn count(&self, labels: &EnsureLabels) {
         self.ensures.get_or_create(labels).inc();
-    }
-
-    /// The ensure of an unchanged Service, or of one whose targets alone
-    /// changed, from what the last full ensure left ([`crate::known`]).
-    /// `Ok(Err(reason))`: the full path is needed.
-    async fn fast_ensure(
-        &self,
-        key: &ServiceKey,
-        desired: &model::DesiredLoadBalancer,
-        wanted_ranges: &[ipnet::IpNet],
-    ) -> Result<Result<LoadBalancerStatus, FullReason>, ProviderError> {
-        let known = lock(&self.known).get(key).cloned();
-        let path = known::decide(known.as_ref(), desired, wanted_ranges);
-        let (known, path) = match (known, path) {
-            (_, Path::Full(reason)) => return Ok(Err(reason)),
-            (Some(k), path) => (k, path),
-            (None, _) => return Ok(Err(FullReason::Unknown)),
-        };
-        match path {
-            Path::Full(reason) => Ok(Err(reason)),
-            Path::Confirm => {
-                let account = self.snapshots.since(known.at).await?;
-                if let Err(why) = snapshot::confirms(&account, &known) {
-                    info!(service = %key, %why, "the account differs from what is known; observing in full");
-                    return Ok(Err(FullReason::Drift));
-                }
-                self.drop_stale(key, &known).await?;
-                if let Some(k) = lock(&self.known).get_mut(key) {
-                    k.confirms_left = k.confirms_left.saturating_sub(1);
-                }
-                debug!(service = %key, "load balancer confirmed in the account snapshot");
-                self.count(&EnsureLabels {
-                    path: "confirmed",
-                    reason: "",
-                });
-                Ok(Ok(status_of(&known.lb)))
-            }
-            Path::Targets(actions) => {
-                info!(service = %key, target_groups = actions.len(), "updating targets only");
-                let result =
-                    apply::apply(&self.cloud, desired, &actions, Some(known.lb.clone()), None)
-                        .await;
-                match result {
-                    Ok(_) => {}
-                    Err(e) if e.class() == ferrolb_provider_api::ErrorClass::Throttled => {
-                        return Err(e);
-                    }
-                    Err(e) => {
-                        // A target group gone, a target refused: the full
-                        // path finds out what is there. Until one succeeds,
-                        // nothing known is trusted.
-                        warn!(service = %key, error = %e, "changing targets failed; observing in full");
-                        if let Some(k) = lock(&self.known).get_mut(key) {
-                            k.spec = None;
-                        }
-                        return Ok(Err(FullReason::TargetsFailed));
-                    }
-                }
-                let next = known::with_targets(&known, desired);
-                self.drop_stale(key, &next).await?;
-                lock(&self.known).insert(key.clone(), next);
-                self.count(&EnsureLabels {
-                    path: "targets",
-                    reason: "",
-                });
-                Ok(Ok(status_of(&known.lb)))
-            }
-        }
     }
 
     /// Observe, plan and apply: what every ensure did before the cache, and

@@ -147,7 +147,20 @@ pub async fn observed(
     cluster: &str,
     key: &ServiceKey,
 ) -> Result<BTreeSet<Rule>, ProviderError> {
-    let mut out = BTreeSet::new();
+    Ok(observed_all(cloud, vpc, cluster)
+        .await?
+        .remove(key)
+        .unwrap_or_default())
+}
+
+/// The rules of every Service of `cluster` on the VPC's security groups,
+/// from one (paged) DescribeSecurityGroups.
+pub async fn observed_all(
+    cloud: &Cloud,
+    vpc: &str,
+    cluster: &str,
+) -> Result<BTreeMap<ServiceKey, BTreeSet<Rule>>, ProviderError> {
+    let mut out: BTreeMap<ServiceKey, BTreeSet<Rule>> = BTreeMap::new();
     let mut pages = cloud
         .ec2
         .describe_security_groups()
@@ -186,13 +199,13 @@ pub async fn observed(
                         HEALTH => HEALTH,
                         _ => continue,
                     };
-                    if c != cluster || &k != key {
+                    if c != cluster {
                         continue;
                     }
                     let Some(cidr) = cidr.and_then(|c| c.parse().ok()) else {
                         continue;
                     };
-                    out.insert(Rule {
+                    out.entry(k).or_default().insert(Rule {
                         group: group.to_string(),
                         protocol: protocol.to_string(),
                         port,
