@@ -10,7 +10,7 @@ use ferrolb_baremetal::{BareMetalConfig, BareMetalProvider};
 use ferrolb_provider_api::{
     IpFamily, IpFamilyPolicy, LoadBalancerIntent, OwnedService, Provider, TrafficPolicy,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
@@ -27,6 +27,7 @@ use crate::cache::{Cache, list_all};
 use crate::intent;
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::{self, Metrics};
+use crate::recent::Recent;
 use crate::reconcile::{self, Config, Context, FINALIZER, published_ingress};
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
@@ -159,10 +160,13 @@ async fn lead(
     let (trigger_tx, trigger_rx) = futures::channel::mpsc::unbounded::<ObjectRef<Service>>();
 
     let (reader, writer) = reflector::store();
+    let recent = Arc::new(Recent::new(reader.clone()));
+    let on_event = service_event_hook(recent.clone(), provider.clone(), config.clone());
     let service_stream = watcher(services.clone(), watcher::Config::default())
         .default_backoff()
         .modify(strip_service)
         .reflect(writer)
+        .inspect_ok(on_event)
         .touched_objects()
         // Our own status writes come back as watch events; they change
         // nothing a reconcile reads, so they trigger none.
@@ -201,6 +205,7 @@ async fn lead(
         cache,
         recorder,
         metrics.clone(),
+        recent,
     ));
     let unsatisfied = ctx.unsatisfied.clone();
     provider.set_change_notifier(Arc::new(move || {
@@ -351,8 +356,37 @@ fn service_fingerprint(svc: &Service) -> Option<u64> {
     Some(h.finish())
 }
 
+/// What the controller does with each Service event besides caching it: it
+/// retires what [`Recent`] kept once the watch has caught up, and, for a
+/// provider that takes the finalizer late, lets go of a Service of ours
+/// deleted before the finalizer was on it (nothing else would call for it).
+fn service_event_hook(
+    recent: Arc<Recent>,
+    provider: Arc<dyn Provider>,
+    config: Config,
+) -> impl FnMut(&watcher::Event<Service>) {
+    move |event| match event {
+        watcher::Event::Apply(svc) | watcher::Event::InitApply(svc) => recent.observe(svc),
+        watcher::Event::Delete(svc) => {
+            recent.forget(svc);
+            if config.is_ours(svc)
+                && !reconcile::has_finalizer(svc)
+                && !provider.needs_finalizer_before_ensure()
+            {
+                let (provider, key) = (provider.clone(), reconcile::service_key(svc));
+                tokio::spawn(async move {
+                    if let Err(e) = provider.delete(&key).await {
+                        warn!(service = %key, error = %e, "releasing a deleted Service failed");
+                    }
+                });
+            }
+        }
+        watcher::Event::Init | watcher::Event::InitDone => {}
+    }
+}
+
 /// Drops what the controller never reads before the Service is cached.
-fn strip_service(svc: &mut Service) {
+pub fn strip_service(svc: &mut Service) {
     svc.metadata.managed_fields = None;
     if let Some(a) = svc.metadata.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");

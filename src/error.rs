@@ -2,7 +2,6 @@
 //! it concerns, classed by what to do next.
 
 use ferrolb_provider_api::{ErrorClass, ProviderError, ServiceKey};
-use kube::runtime::finalizer;
 
 use crate::intent::IntentError;
 
@@ -36,8 +35,8 @@ pub enum Error {
         service: ServiceKey,
     },
 
-    #[error("patching the annotations of {service}: {source}")]
-    PatchAnnotations {
+    #[error("writing the finalizer and annotations of {service}: {source}")]
+    PatchMetadata {
         #[source]
         source: kube::Error,
         service: ServiceKey,
@@ -49,9 +48,6 @@ pub enum Error {
         source: kube::Error,
         service: ServiceKey,
     },
-
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<finalizer::Error<Error>>),
 }
 
 impl Error {
@@ -61,17 +57,8 @@ impl Error {
             Error::Intent { .. } => ErrorClass::Invalid,
             Error::Ensure { source, .. } | Error::Delete { source, .. } => source.class(),
             Error::PatchStatus { source, .. }
-            | Error::PatchAnnotations { source, .. }
+            | Error::PatchMetadata { source, .. }
             | Error::RemoveFinalizer { source, .. } => kube_class(source),
-            Error::Finalizer(e) => match e.as_ref() {
-                finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.class(),
-                finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
-                    kube_class(e)
-                }
-                finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
-                    ErrorClass::Invalid
-                }
-            },
         }
     }
 

@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod nodes;
 pub mod orphans;
+pub mod recent;
 pub mod reconcile;
 pub mod speaker;
 

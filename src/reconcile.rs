@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -21,6 +20,7 @@ use crate::cache::Cache;
 use crate::error::Error;
 use crate::intent;
 use crate::metrics::{Metrics, OutcomeLabels};
+use crate::recent::Recent;
 
 /// Our finalizer on the Services we provision for.
 pub const FINALIZER: &str = "ferrolb.io/load-balancer-cleanup";
@@ -65,6 +65,8 @@ pub struct Context {
     /// Services whose last ensure failed as unsatisfiable; retried when the
     /// provider reports a change.
     pub unsatisfied: Arc<Mutex<HashSet<ObjectRef<Service>>>>,
+    /// What we wrote last, until the watch shows it.
+    pub recent: Arc<Recent>,
 }
 
 impl Context {
@@ -75,8 +77,10 @@ impl Context {
         cache: Cache,
         recorder: Recorder,
         metrics: Arc<Metrics>,
+        recent: Arc<Recent>,
     ) -> Self {
         Self {
+            recent,
             client,
             config,
             provider,
@@ -176,18 +180,20 @@ pub fn service_key(svc: &Service) -> ServiceKey {
 pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     debug!("reconciling");
+    let svc = ctx.recent.fresher(svc);
     let api: Api<Service> =
         Api::namespaced(ctx.client.clone(), &svc.namespace().unwrap_or_default());
     let result = if ctx.config.is_ours(&svc) {
-        finalizer(&api, FINALIZER, svc, |event| async {
-            match event {
-                finalizer::Event::Apply(svc) => apply(&svc, &ctx).await,
-                finalizer::Event::Cleanup(svc) => cleanup(&svc, &ctx).await,
-            }
-        })
-        .await
-        .map_err(|e| Error::Finalizer(Box::new(e)))
-    } else if svc.finalizers().iter().any(|f| f == FINALIZER) {
+        if svc.metadata.deletion_timestamp.is_none() {
+            apply(&svc, &ctx).await
+        } else if has_finalizer(&svc) {
+            cleanup(&svc, &ctx).await?;
+            remove_finalizer(&api, &svc).await?;
+            Ok(Action::await_change())
+        } else {
+            Ok(Action::await_change())
+        }
+    } else if has_finalizer(&svc) {
         // It was ours and no longer is (type or class changed, or it is being
         // deleted after such a change): let go of it.
         release(&api, &svc, &ctx).await
@@ -198,6 +204,10 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     result
+}
+
+pub fn has_finalizer(svc: &Service) -> bool {
+    svc.finalizers().iter().any(|f| f == FINALIZER)
 }
 
 async fn release(api: &Api<Service>, svc: &Service, ctx: &Context) -> Result<Action, Error> {
@@ -215,6 +225,11 @@ async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     result
 }
 
+/// How long an `ensure` runs before the Service gets an
+/// `EnsuringLoadBalancer` Event saying that it is under way. One that is done
+/// sooner (an address from a pool) gets only the `EnsuredLoadBalancer` Event.
+const ENSURING_EVENT_AFTER: Duration = Duration::from_secs(1);
+
 async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     let key = service_key(svc);
     let endpoints = ctx.cache.endpoints(&key.namespace, &key.name);
@@ -226,26 +241,63 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
             service: key.clone(),
         })?;
 
-    let current = current_ingress(svc);
-    if current.is_empty() {
-        ctx.publish(
-            svc,
-            EventType::Normal,
-            "EnsuringLoadBalancer",
-            "Ensuring load balancer",
-        )
-        .await;
+    // Every version we write on top of is stale once we have written.
+    let mut stale: Vec<String> = svc.resource_version().into_iter().collect();
+    let mut latest: Option<Service> = None;
+    // The finalizer goes on before the provider makes anything that could
+    // outlive the Service; a provider that makes nothing of the kind gets it
+    // in the same write as its annotations.
+    if !has_finalizer(svc) && ctx.provider.needs_finalizer_before_ensure() {
+        let written = patch_metadata(ctx, svc, true, &BTreeMap::new()).await?;
+        stale.extend(written.resource_version());
+        latest = Some(written);
     }
-    let result = ctx.metered("ensure", ctx.provider.ensure(&intent)).await;
-    let status = result.map_err(|source| Error::Ensure {
+    let base = latest.as_ref().unwrap_or(svc);
+
+    let current = current_ingress(svc);
+    let status = {
+        let call = ctx.metered("ensure", ctx.provider.ensure(&intent));
+        tokio::pin!(call);
+        tokio::select! {
+            r = &mut call => r,
+            () = tokio::time::sleep(ENSURING_EVENT_AFTER), if current.is_empty() => {
+                ctx.publish(svc, EventType::Normal, "EnsuringLoadBalancer", "Ensuring load balancer").await;
+                call.await
+            }
+        }
+    }
+    .map_err(|source| Error::Ensure {
         source,
         service: key.clone(),
     })?;
 
-    write_annotations(ctx, svc, &status.annotations).await?;
+    let annotations = annotation_changes(base, &status.annotations);
+    if !has_finalizer(base) || !annotations.is_empty() {
+        match patch_metadata(ctx, base, !has_finalizer(base), &annotations).await {
+            Ok(written) => {
+                stale.extend(written.resource_version());
+                latest = Some(written);
+            }
+            Err(Error::PatchMetadata {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => {
+                // Deleted while we allocated, before our finalizer was on it:
+                // nothing will call us for it again.
+                ctx.metered("delete", ctx.provider.delete(&key))
+                    .await
+                    .map_err(|source| Error::Delete {
+                        source,
+                        service: key.clone(),
+                    })?;
+                return Ok(Action::await_change());
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let desired = desired_ingress(&status);
     if desired != current {
-        write_ingress(ctx, &key, Some(&desired)).await?;
+        latest = Some(write_ingress(ctx, &key, Some(&desired)).await?);
         let addrs: Vec<String> = status.ingress.iter().map(ingress_string).collect();
         info!(ingress = ?addrs, "status updated");
         ctx.publish(
@@ -258,8 +310,26 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     } else {
         debug!("status already up to date");
     }
+    if let Some(mut latest) = latest {
+        crate::controller::strip_service(&mut latest);
+        stale.retain(|rv| latest.metadata.resource_version.as_ref() != Some(rv));
+        ctx.recent.record(stale, latest);
+    }
     ctx.succeeded(&ObjectRef::from_obj(svc));
     Ok(Action::requeue(ctx.config.resync))
+}
+
+/// The provider's annotations that differ from what the Service shows.
+fn annotation_changes(
+    svc: &Service,
+    wanted: &BTreeMap<String, Option<String>>,
+) -> BTreeMap<String, Option<String>> {
+    let current = svc.annotations();
+    wanted
+        .iter()
+        .filter(|(k, v)| current.get(*k) != v.as_ref())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
@@ -285,13 +355,7 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     // A Service on its way out needs no tidying; one that stays (type or class
     // changed) must not keep an address it no longer has.
     if svc.metadata.deletion_timestamp.is_none() {
-        let ours: BTreeMap<String, Option<String>> = ctx
-            .provider
-            .owned_annotations()
-            .iter()
-            .map(|k| (k.to_string(), None))
-            .collect();
-        write_annotations(ctx, svc, &ours).await?;
+        remove_annotations(ctx, svc).await?;
         if !current_ingress(svc).is_empty() {
             write_ingress(ctx, &key, None).await?;
         }
@@ -335,50 +399,73 @@ async fn remove_finalizer(api: &Api<Service>, svc: &Service) -> Result<(), Error
     }
 }
 
-/// Sets (`Some`) or removes (`None`) the given annotations, writing only
-/// those that differ from what the Service shows.
-async fn write_annotations(
+/// Adds our finalizer (when `add_finalizer`) and sets (`Some`) or removes
+/// (`None`) annotations, in one write. The write names the resourceVersion it
+/// was computed from, so it replaces the finalizer list only if nobody changed
+/// the Service in between (a conflict is retried).
+async fn patch_metadata(
     ctx: &Context,
     svc: &Service,
-    wanted: &BTreeMap<String, Option<String>>,
-) -> Result<(), Error> {
-    let current = svc.annotations();
-    let changes: BTreeMap<&String, &Option<String>> = wanted
-        .iter()
-        .filter(|(k, v)| current.get(*k) != v.as_ref())
-        .collect();
-    if changes.is_empty() {
-        return Ok(());
-    }
+    add_finalizer: bool,
+    annotations: &BTreeMap<String, Option<String>>,
+) -> Result<Service, Error> {
     let key = service_key(svc);
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("resourceVersion".into(), json!(svc.resource_version()));
+    if add_finalizer {
+        let mut finalizers = svc.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        metadata.insert("finalizers".into(), json!(finalizers));
+    }
+    if !annotations.is_empty() {
+        metadata.insert("annotations".into(), json!(annotations));
+    }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let patch = json!({ "metadata": { "annotations": changes } });
-    api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+    let patch = json!({ "metadata": metadata });
+    let written = api
+        .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|source| Error::PatchAnnotations {
+        .map_err(|source| Error::PatchMetadata {
             source,
             service: key,
         })?;
     ctx.metrics.status_patches.inc();
+    Ok(written)
+}
+
+/// Removes the annotations of ours the Service still shows.
+async fn remove_annotations(ctx: &Context, svc: &Service) -> Result<(), Error> {
+    let ours: BTreeMap<String, Option<String>> = ctx
+        .provider
+        .owned_annotations()
+        .iter()
+        .map(|k| (k.to_string(), None))
+        .collect();
+    let changes = annotation_changes(svc, &ours);
+    if !changes.is_empty() {
+        patch_metadata(ctx, svc, false, &changes).await?;
+    }
     Ok(())
 }
 
-/// Writes `status.loadBalancer.ingress` (`None` removes it).
+/// Writes `status.loadBalancer.ingress` (`None` removes it); returns the
+/// Service as written.
 async fn write_ingress(
     ctx: &Context,
     key: &ServiceKey,
     ingress: Option<&[LoadBalancerIngress]>,
-) -> Result<(), Error> {
+) -> Result<Service, Error> {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let patch = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
-    api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+    let written = api
+        .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|source| Error::PatchStatus {
             source,
             service: key.clone(),
         })?;
     ctx.metrics.status_patches.inc();
-    Ok(())
+    Ok(written)
 }
 
 pub fn error_policy(svc: Arc<Service>, err: &Error, ctx: Arc<Context>) -> Action {

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod bgp;
 pub mod l2;
+pub mod scale;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -89,6 +89,18 @@ pub trait Provider: Send + Sync + 'static {
         let _ = notify;
     }
 
+    /// Whether the controller must put its finalizer on a Service before the
+    /// first `ensure`: true for a provider that makes things outside the
+    /// cluster (a load balancer), which would leak if the Service went
+    /// without the controller noticing. A provider that only keeps state in
+    /// memory and rebuilds it from the Services on start can answer false:
+    /// the finalizer then goes on in the same write as the provider's
+    /// annotations, and the controller calls `delete` for a Service deleted
+    /// before it had one.
+    fn needs_finalizer_before_ensure(&self) -> bool {
+        true
+    }
+
     /// Rebuild in-memory state from the Services this install already owns.
     /// Called once, after leadership is acquired and before any `ensure`.
     async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {

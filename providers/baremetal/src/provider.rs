@@ -333,6 +333,13 @@ impl Provider for BareMetalProvider {
         *lock(&self.shared.notifier) = Some(notify);
     }
 
+    /// An allocation lives in memory and is rebuilt from the Services'
+    /// statuses on start: nothing outlives a Service deleted before our
+    /// finalizer was on it.
+    fn needs_finalizer_before_ensure(&self) -> bool {
+        false
+    }
+
     async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
         let api: Api<IPPool> = Api::all(self.client.clone());
         let (pools_tx, pools_rx) = watch::channel(Vec::new());

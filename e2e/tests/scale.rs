@@ -1,0 +1,40 @@
+//! The scale suite in its short form, so that it cannot rot: the same
+//! scenarios as `cargo run -p ferrolb-e2e --example scale`, small, checking
+//! what does not depend on timing (every Service converges; what the
+//! controller writes per Service; a restart with nothing changed writes
+//! nothing). The timings are printed, never asserted.
+
+mod common;
+
+use anyhow::Result;
+use common::Env;
+use common::scale::{convergence, convergence_table, steady_state, steady_table};
+
+#[tokio::test]
+async fn services_created_at_once_converge_with_one_status_write_each() -> Result<()> {
+    let env = Env::start().await?;
+    let n = 100;
+    let rows = convergence(&env, n, 8, &[16]).await?;
+    println!("{}", convergence_table(&rows));
+    let ferrolb = rows.last().expect("a ferrolb row");
+    let per = |k: &str| ferrolb.writes.get(k).copied().unwrap_or(0);
+    // One status write per Service, one metadata write (finalizer and pool
+    // annotation together), one Event.
+    assert_eq!(per("services/status"), n as u64, "{:?}", ferrolb.writes);
+    assert_eq!(per("services"), n as u64, "{:?}", ferrolb.writes);
+    assert_eq!(per("events"), n as u64, "{:?}", ferrolb.writes);
+    Ok(())
+}
+
+#[tokio::test]
+async fn restart_over_converged_services_writes_nothing() -> Result<()> {
+    let env = Env::start().await?;
+    let s = steady_state(&env, 300, 30, 8).await?;
+    println!("{}", steady_table(&s));
+    assert!(
+        s.restart_writes.is_empty(),
+        "a restart with nothing changed wrote {:?}",
+        s.restart_writes
+    );
+    Ok(())
+}
