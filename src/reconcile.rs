@@ -51,6 +51,19 @@ impl Config {
             None => self.default_class,
         }
     }
+
+    /// A LoadBalancer Service that names another class belongs to another
+    /// install (its class cannot change while it is a LoadBalancer), even
+    /// though it carries the same finalizer: this one never touches it.
+    pub fn is_other_install(&self, svc: &Service) -> bool {
+        svc.spec.as_ref().is_some_and(|spec| {
+            spec.type_.as_deref() == Some("LoadBalancer")
+                && spec
+                    .load_balancer_class
+                    .as_deref()
+                    .is_some_and(|c| c != self.class)
+        })
+    }
 }
 
 pub struct Context {
@@ -193,9 +206,10 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
         } else {
             Ok(Action::await_change())
         }
-    } else if has_finalizer(&svc) {
-        // It was ours and no longer is (type or class changed, or it is being
-        // deleted after such a change): let go of it.
+    } else if has_finalizer(&svc) && !ctx.config.is_other_install(&svc) {
+        // It was ours and no longer is (its type changed, or this install
+        // stopped being the default class; or it is being deleted after
+        // that): let go of it.
         release(&api, &svc, &ctx).await
     } else {
         Ok(Action::await_change())
@@ -591,6 +605,12 @@ mod tests {
         for (i, (cfg, s, want)) in cases.into_iter().enumerate() {
             assert_eq!(cfg.is_ours(&s), want, "case {i}");
         }
+        // Another install's Service is never released by this one; one whose
+        // type changed, or one of no class, may have been ours.
+        assert!(ours.is_other_install(&svc("LoadBalancer", Some("other.io/lb"))));
+        assert!(!ours.is_other_install(&svc("LoadBalancer", Some("ferrolb.io/baremetal"))));
+        assert!(!ours.is_other_install(&svc("LoadBalancer", None)));
+        assert!(!ours.is_other_install(&svc("ClusterIP", None)));
         assert!(!ours.is_ours(&Service::default()));
     }
 

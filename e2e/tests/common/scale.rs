@@ -47,7 +47,8 @@ where
 }
 
 /// Creates `n` LoadBalancer Services of `class` in `ns`, `concurrency` at a
-/// time, each with one TCP port; returns when each one's create answered.
+/// time, each with one TCP port and no node port; returns when each one's
+/// create answered.
 pub async fn create_services(
     client: &Client,
     ns: &str,
@@ -62,7 +63,10 @@ pub async fn create_services(
         async move {
             let name = service_name(i);
             let mut svc = fixtures::lb_service(ns, &name, &[("TCP", 80)]);
-            svc.spec.as_mut().unwrap().load_balancer_class = Some(class.to_string());
+            let spec = svc.spec.as_mut().unwrap();
+            spec.load_balancer_class = Some(class.to_string());
+            // The default range has 2,768 node ports; a bare-metal VIP needs none.
+            spec.allocate_load_balancer_node_ports = Some(false);
             api.create(&PostParams::default(), &svc)
                 .await
                 .with_context(|| format!("creating Service {name}"))?;
