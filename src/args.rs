@@ -181,6 +181,15 @@ pub struct ControllerArgs {
     #[arg(long, env = "FERROLB_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
 
+    /// Requests a second to the apiserver, sustained (0: no limit). Each
+    /// new Service costs about three; see docs/benchmarks.md.
+    #[arg(long, env = "FERROLB_KUBE_API_QPS", default_value_t = 200.0)]
+    pub kube_api_qps: f64,
+
+    /// Requests to the apiserver allowed at once above `--kube-api-qps`.
+    #[arg(long, env = "FERROLB_KUBE_API_BURST", default_value_t = 400)]
+    pub kube_api_burst: u32,
+
     /// How often a converged Service is checked again.
     #[arg(long, env = "FERROLB_RESYNC_PERIOD", value_parser = parse_duration, default_value = "10m")]
     pub resync_period: Duration,

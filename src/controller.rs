@@ -45,6 +45,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         lease_duration,
         lease_retry_period,
         concurrency,
+        kube_api_qps,
+        kube_api_burst,
         include_not_ready_nodes,
         resync_period,
     } = args;
@@ -57,7 +59,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let identity = leader_election_identity.unwrap_or_else(default_identity);
     // First of all, so no SIGTERM can find the default handler.
     let signal = crate::shutdown_signal().context("installing signal handlers")?;
-    let client = crate::client(kubeconfig.as_deref()).await?;
+    let client = crate::limited_client(kubeconfig.as_deref(), kube_api_qps, kube_api_burst).await?;
 
     // Building a provider makes no call; it acts only once this replica leads.
     let provider: Arc<dyn Provider> = match provider_kind {
@@ -385,11 +387,27 @@ fn service_event_hook(
     }
 }
 
-/// Drops what the controller never reads before the Service is cached.
+/// The annotations any provider reads (its own, and the MetalLB and
+/// cloud-provider names it accepts); the rest are not kept.
+const READ_ANNOTATION_PREFIXES: [&str; 5] = [
+    "ferrolb.io/",
+    "metallb.io/",
+    "metallb.universe.tf/",
+    "service.beta.kubernetes.io/",
+    "service.kubernetes.io/",
+];
+
+/// Drops what the controller never reads before the Service is cached:
+/// managedFields, annotations no provider reads (`last-applied-configuration`
+/// can be as large as the object), and status conditions (the speakers').
+/// Besides memory, a change to those alone then reconciles nothing.
 pub fn strip_service(svc: &mut Service) {
     svc.metadata.managed_fields = None;
     if let Some(a) = svc.metadata.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        a.retain(|k, _| READ_ANNOTATION_PREFIXES.iter().any(|p| k.starts_with(p)));
+    }
+    if let Some(status) = svc.status.as_mut() {
+        status.conditions = None;
     }
 }
 
@@ -410,6 +428,49 @@ mod tests {
     use k8s_openapi::api::core::v1::{
         LoadBalancerIngress, LoadBalancerStatus, ServiceSpec, ServiceStatus,
     };
+
+    #[test]
+    fn stripping_keeps_what_providers_read() {
+        let mut svc = Service::default();
+        svc.metadata.annotations = Some(
+            [
+                ("kubectl.kubernetes.io/last-applied-configuration", "{...}"),
+                ("meta.helm.sh/release-name", "web"),
+                ("ferrolb.io/pool", "edge"),
+                ("metallb.io/allow-shared-ip", "k"),
+                (
+                    "service.beta.kubernetes.io/aws-load-balancer-scheme",
+                    "internal",
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        svc.metadata.managed_fields = Some(vec![Default::default()]);
+        svc.status = Some(ServiceStatus {
+            conditions: Some(vec![
+                serde_json::from_value(serde_json::json!({
+                    "type": "ferrolb.io/L2AnnouncedIPv4", "status": "True", "reason": "Announced",
+                    "message": "", "lastTransitionTime": "2026-12-01T00:00:00Z",
+                }))
+                .unwrap(),
+            ]),
+            ..Default::default()
+        });
+        strip_service(&mut svc);
+        let kept: Vec<&String> = svc.metadata.annotations.as_ref().unwrap().keys().collect();
+        assert_eq!(
+            kept,
+            [
+                "ferrolb.io/pool",
+                "metallb.io/allow-shared-ip",
+                "service.beta.kubernetes.io/aws-load-balancer-scheme"
+            ]
+        );
+        assert!(svc.metadata.managed_fields.is_none());
+        assert!(svc.status.unwrap().conditions.is_none());
+    }
 
     #[test]
     fn fingerprint_ignores_status_but_not_what_reconciles_read() {

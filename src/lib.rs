@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod nodes;
 pub mod orphans;
+pub mod ratelimit;
 pub mod recent;
 pub mod reconcile;
 pub mod speaker;
@@ -65,18 +66,41 @@ pub fn main() -> anyhow::Result<()> {
 /// A client from the given kubeconfig, or from the usual chain (KUBECONFIG,
 /// ~/.kube/config, in-cluster).
 pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
+    Ok(kube::Client::try_from(config(kubeconfig).await?)?)
+}
+
+/// [`client`], with requests limited to `qps` a second after a burst of
+/// `burst` (no limit when `qps` is 0).
+pub async fn limited_client(
+    kubeconfig: Option<&Path>,
+    qps: f64,
+    burst: u32,
+) -> anyhow::Result<kube::Client> {
+    if qps <= 0.0 {
+        return client(kubeconfig).await;
+    }
+    Ok(
+        kube::client::ClientBuilder::try_from(config(kubeconfig).await?)?
+            .with_layer(&ratelimit::RateLimitLayer::new(qps, burst))
+            .build(),
+    )
+}
+
+async fn config(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Config> {
+    match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?
+            Ok(kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?)
         }
         None => kube::Config::infer()
             .await
-            .context("no kubeconfig found (KUBECONFIG, ~/.kube/config or in-cluster)")?,
-    };
-    Ok(kube::Client::try_from(config)?)
+            .context("no kubeconfig found (KUBECONFIG, ~/.kube/config or in-cluster)"),
+    }
 }
 
 /// Installs the SIGTERM and SIGINT handlers now, so a signal that arrives

@@ -23,13 +23,17 @@ async fn main() -> Result<()> {
     let concurrency = count_flag("concurrency", 16)?;
     let memory_services = count_flag("memory-services", 10_000)?;
     let memory_nodes = count_flag("memory-nodes", 1000)?;
-    let controller: Vec<u16> = match count_flag("controller-concurrency", 0)? {
-        0 => vec![4, 16, 64],
-        c => vec![c as u16],
-    };
+    // Each row: the controller with these flags (the defaults first).
+    let runs: &[&[&str]] = &[
+        &[],
+        &["--concurrency", "4"],
+        &["--concurrency", "64"],
+        &["--kube-api-qps", "0"],
+        &["--kube-api-qps", "100", "--kube-api-burst", "200"],
+    ];
 
     let env = Env::start().await?;
-    let rows = convergence(&env, services, concurrency, &controller).await?;
+    let rows = convergence(&env, services, concurrency, runs).await?;
     println!(
         "## Convergence: {services} Services created at once, {concurrency} creates in flight\n"
     );

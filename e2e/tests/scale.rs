@@ -14,7 +14,7 @@ use common::scale::{convergence, convergence_table, steady_state, steady_table};
 async fn services_created_at_once_converge_with_one_status_write_each() -> Result<()> {
     let env = Env::start().await?;
     let n = 100;
-    let rows = convergence(&env, n, 8, &[16]).await?;
+    let rows = convergence(&env, n, 8, &[&[]]).await?;
     println!("{}", convergence_table(&rows));
     let ferrolb = rows.last().expect("a ferrolb row");
     let per = |k: &str| ferrolb.writes.get(k).copied().unwrap_or(0);

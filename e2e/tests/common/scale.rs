@@ -492,7 +492,7 @@ pub struct ConvergenceRow {
 }
 
 /// Convergence of `n` Services created at once (`concurrency` creates in
-/// flight), for each `--concurrency` in `controller_concurrency`, next to the
+/// flight), for a controller with each set of flags in `runs`, next to the
 /// apiserver's own cost, all on one apiserver:
 /// - creating `n` Services alone;
 /// - `n` status patches alone from a plain client (the baseline);
@@ -506,13 +506,11 @@ pub async fn convergence(
     env: &super::Env,
     n: usize,
     concurrency: usize,
-    controller_concurrency: &[u16],
+    runs: &[&[&str]],
 ) -> Result<Vec<ConvergenceRow>> {
     let client = &env.client;
     let timeout = Duration::from_secs(60 + n as u64 / 5);
-    let pool_size = (n * (controller_concurrency.len() + 1))
-        .next_power_of_two()
-        .max(256);
+    let pool_size = (n * (runs.len() + 1)).next_power_of_two().max(256);
     let prefix = 32 - pool_size.trailing_zeros();
     env.create_pool("scale", &[&format!("10.64.0.0/{prefix}")], |_| {})
         .await?;
@@ -558,23 +556,23 @@ pub async fn convergence(
         })?,
     );
 
-    for &c in controller_concurrency {
-        let ns = format!("ferrolb-{c}");
-        let class = format!("bench.ferrolb.io/c{c}");
+    for (i, flags) in runs.iter().enumerate() {
+        let ns = format!("ferrolb-{i}");
+        let class = format!("bench.ferrolb.io/run{i}");
+        let label = if flags.is_empty() {
+            "defaults".to_string()
+        } else {
+            flags.join(" ")
+        };
         fixtures::create_namespace(client, &ns).await?;
-        let ctl = Controller::start(env, &class, &["--concurrency", &c.to_string()]).await?;
+        let ctl = Controller::start(env, &class, flags).await?;
         let row = run_converging(env, &ns, &class, n, concurrency, timeout, || {
             tokio::spawn(async { Ok(()) })
         })
         .await
-        .with_context(|| {
-            format!(
-                "ferrolb --concurrency {c}; log:\n{}",
-                tail(&ctl.process.log())
-            )
-        })?;
+        .with_context(|| format!("ferrolb {label}; log:\n{}", tail(&ctl.process.log())))?;
         rows.push(ConvergenceRow {
-            what: format!("ferrolb --concurrency {c}: creates + convergence"),
+            what: format!("ferrolb ({label}): creates + convergence"),
             ..row
         });
         drop(ctl);
