@@ -80,6 +80,7 @@ pub struct Context {
     pub unsatisfied: Arc<Mutex<HashSet<ObjectRef<Service>>>>,
     /// What we wrote last, until the watch shows it.
     pub recent: Arc<Recent>,
+    event_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Context {
@@ -94,6 +95,7 @@ impl Context {
     ) -> Self {
         Self {
             recent,
+            event_slots: Arc::new(tokio::sync::Semaphore::new(EVENTS_IN_FLIGHT)),
             client,
             config,
             provider,
@@ -149,7 +151,11 @@ impl Context {
         result
     }
 
-    async fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: &str) {
+    /// Sends an Event about the Service in the background: a reconcile does
+    /// not wait for it, and at most [`EVENTS_IN_FLIGHT`] are sent at once,
+    /// in the order they were made, so that when thousands of Services
+    /// arrive together their status writes go first and the Events follow.
+    fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: &str) {
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -157,11 +163,23 @@ impl Context {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &svc.object_ref(&())).await {
-            warn!(error = %e, reason, "publishing an event failed");
-        }
+        let reference = svc.object_ref(&());
+        let recorder = self.recorder.clone();
+        let slots = self.event_slots.clone();
+        let reason = reason.to_string();
+        tokio::spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                warn!(error = %e, reason, "publishing an event failed");
+            }
+        });
     }
 }
+
+/// Events sent to the apiserver at once; see [`Context::publish`].
+const EVENTS_IN_FLIGHT: usize = 2;
 
 /// `delay` less `random / u64::MAX` of a fifth of it.
 fn jitter(delay: Duration, random: u64) -> Duration {
@@ -234,7 +252,7 @@ async fn release(api: &Api<Service>, svc: &Service, ctx: &Context) -> Result<Act
 async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     let result = ensure(svc, ctx).await;
     if let Some((reason, note)) = result.as_ref().err().and_then(Error::event_note) {
-        ctx.publish(svc, EventType::Warning, reason, &note).await;
+        ctx.publish(svc, EventType::Warning, reason, &note);
     }
     result
 }
@@ -275,7 +293,7 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         tokio::select! {
             r = &mut call => r,
             () = tokio::time::sleep(ENSURING_EVENT_AFTER), if current.is_empty() => {
-                ctx.publish(svc, EventType::Normal, "EnsuringLoadBalancer", "Ensuring load balancer").await;
+                ctx.publish(svc, EventType::Normal, "EnsuringLoadBalancer", "Ensuring load balancer");
                 call.await
             }
         }
@@ -319,8 +337,7 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
             EventType::Normal,
             "EnsuredLoadBalancer",
             &format!("Ensured load balancer: {}", addrs.join(", ")),
-        )
-        .await;
+        );
     } else {
         debug!("status already up to date");
     }
@@ -353,15 +370,14 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         EventType::Normal,
         "DeletingLoadBalancer",
         "Deleting load balancer",
-    )
-    .await;
+    );
     if let Err(source) = ctx.metered("delete", ctx.provider.delete(&key)).await {
         let e = Error::Delete {
             source,
             service: key,
         };
         if let Some((reason, note)) = e.event_note() {
-            ctx.publish(svc, EventType::Warning, reason, &note).await;
+            ctx.publish(svc, EventType::Warning, reason, &note);
         }
         return Err(e);
     }
@@ -379,8 +395,7 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         EventType::Normal,
         "DeletedLoadBalancer",
         "Deleted load balancer",
-    )
-    .await;
+    );
     ctx.succeeded(&ObjectRef::from_obj(svc));
     Ok(Action::await_change())
 }
