@@ -181,12 +181,14 @@ pub struct ControllerArgs {
     #[arg(long, env = "FERROLB_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
 
-    /// Requests a second to the apiserver, sustained (0: no limit). Each
-    /// new Service costs about three; see docs/benchmarks.md.
-    #[arg(long, env = "FERROLB_KUBE_API_QPS", default_value_t = 200.0)]
+    /// Requests a second to the apiserver, sustained; 0 (the default) sets
+    /// no limit beyond `--concurrency` (the apiserver's priority and fairness
+    /// guards it). A new Service costs three requests: a limit of 200 makes
+    /// 10,000 new Services take 150 s (docs/benchmarks.md).
+    #[arg(long, env = "FERROLB_KUBE_API_QPS", default_value_t = 0.0)]
     pub kube_api_qps: f64,
 
-    /// Requests to the apiserver allowed at once above `--kube-api-qps`.
+    /// Requests allowed in a burst above `--kube-api-qps`, when it is set.
     #[arg(long, env = "FERROLB_KUBE_API_BURST", default_value_t = 400)]
     pub kube_api_burst: u32,
 

@@ -327,8 +327,12 @@ fn node_change(old: Option<&NodeInfo>, new: Option<&NodeInfo>) -> NodeChange {
     }
 }
 
-/// Lists objects once, for start-up work that must see a consistent snapshot.
-pub async fn list_all<K>(api: &Api<K>) -> Result<Vec<K>, kube::Error>
+/// Lists objects once, for start-up work that must see a consistent
+/// snapshot, keeping what `keep` makes of each, one page (500) at a time.
+pub async fn list_all<K, T>(
+    api: &Api<K>,
+    mut keep: impl FnMut(K) -> Option<T>,
+) -> Result<Vec<T>, kube::Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -336,7 +340,7 @@ where
     let mut params = kube::api::ListParams::default().limit(500);
     loop {
         let page = api.list(&params).await?;
-        out.extend(page.items);
+        out.extend(page.items.into_iter().filter_map(&mut keep));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(c) => params = params.continue_token(&c),
             None => return Ok(out),

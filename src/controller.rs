@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -111,18 +111,15 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "ferrolb-controller".into(),
-            instance: Some(identity),
-        },
-    );
+    let reporter = Reporter {
+        controller: "ferrolb-controller".into(),
+        instance: Some(identity),
+    };
     let lead = lead(
         client,
         config,
         provider,
-        recorder,
+        reporter,
         metrics.clone(),
         concurrency,
         include_not_ready_nodes,
@@ -151,7 +148,7 @@ async fn lead(
     client: Client,
     config: Config,
     provider: Arc<dyn Provider>,
-    recorder: Recorder,
+    reporter: Reporter,
     metrics: Arc<Metrics>,
     concurrency: u16,
     include_not_ready_nodes: bool,
@@ -205,7 +202,7 @@ async fn lead(
         config,
         provider.clone(),
         cache,
-        recorder,
+        reporter,
         metrics.clone(),
         recent,
     ));
@@ -277,19 +274,19 @@ async fn prepare(
     tokio::time::timeout(Duration::from_secs(120), cache.wait_synced())
         .await
         .context("listing Nodes and EndpointSlices took over 120s")?;
-    let owned: Vec<OwnedService> = list_all(services)
-        .await
-        .context("listing Services")?
-        .iter()
-        .filter(|s| config.is_ours(s) && s.finalizers().iter().any(|f| f == FINALIZER))
-        .filter_map(|s| {
-            let ingress = published_ingress(s);
-            (!ingress.is_empty()).then(|| OwnedService {
-                intent: restore_intent(s, cache),
-                ingress,
-            })
+    let owned: Vec<OwnedService> = list_all(services, |mut s| {
+        if !config.is_ours(&s) || !s.finalizers().iter().any(|f| f == FINALIZER) {
+            return None;
+        }
+        let ingress = published_ingress(&s);
+        strip_service(&mut s);
+        (!ingress.is_empty()).then(|| OwnedService {
+            intent: restore_intent(&s),
+            ingress,
         })
-        .collect();
+    })
+    .await
+    .context("listing Services")?;
     info!(services = owned.len(), "restoring provider state");
     provider
         .restore(owned)
@@ -299,13 +296,14 @@ async fn prepare(
     Ok(())
 }
 
-/// The intent of an owned Service for restoring state. When the Service no
-/// longer builds (it became invalid while we were down), the fields that
-/// restoring needs are still taken as they are.
-fn restore_intent(svc: &Service, cache: &Cache) -> LoadBalancerIntent {
+/// The intent of an owned Service for restoring state, without targets and
+/// endpoints (restoring reads neither, and with thousands of Services times
+/// hundreds of Nodes they would take gigabytes). When the Service no longer
+/// builds (it became invalid while we were down), the fields that restoring
+/// needs are still taken as they are.
+fn restore_intent(svc: &Service) -> LoadBalancerIntent {
     let key = reconcile::service_key(svc);
-    let endpoints = cache.endpoints(&key.namespace, &key.name);
-    match cache.with_nodes(|nodes| intent::build(svc, nodes, &endpoints)) {
+    match intent::build(svc, std::iter::empty(), &[]) {
         Ok(intent) => intent,
         Err(e) => {
             warn!(service = %key, error = %e, "owned Service is invalid; restoring its addresses as they are");

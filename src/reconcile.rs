@@ -10,7 +10,7 @@ use ferrolb_provider_api::{
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -71,7 +71,10 @@ pub struct Context {
     pub config: Config,
     pub provider: Arc<dyn Provider>,
     pub cache: Cache,
-    pub recorder: Recorder,
+    /// Warnings go through one recorder, which counts a repeated Warning
+    /// as a series on one Event instead of a new Event per retry.
+    warnings: Recorder,
+    reporter: Reporter,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per Service, for backoff.
     failures: Mutex<HashMap<ObjectRef<Service>, u32>>,
@@ -89,18 +92,19 @@ impl Context {
         config: Config,
         provider: Arc<dyn Provider>,
         cache: Cache,
-        recorder: Recorder,
+        reporter: Reporter,
         metrics: Arc<Metrics>,
         recent: Arc<Recent>,
     ) -> Self {
         Self {
             recent,
             event_slots: Arc::new(tokio::sync::Semaphore::new(EVENTS_IN_FLIGHT)),
+            warnings: Recorder::new(client.clone(), reporter.clone()),
             client,
             config,
             provider,
             cache,
-            recorder,
+            reporter,
             metrics,
             failures: Mutex::default(),
             unsatisfied: Arc::default(),
@@ -164,7 +168,13 @@ impl Context {
             secondary: None,
         };
         let reference = svc.object_ref(&());
-        let recorder = self.recorder.clone();
+        // A Normal Event happens once per change; kube's recorder keeps every
+        // Event it sent for its series and scans them all on each send, so
+        // with thousands of Services each one gets a recorder of its own.
+        let recorder = match type_ {
+            EventType::Warning => self.warnings.clone(),
+            EventType::Normal => Recorder::new(self.client.clone(), self.reporter.clone()),
+        };
         let slots = self.event_slots.clone();
         let reason = reason.to_string();
         tokio::spawn(async move {

@@ -52,6 +52,8 @@ pub struct LoadBalancerStatus {
 /// before the first `ensure`, so a restart never moves an address.
 #[derive(Clone, Debug)]
 pub struct OwnedService {
+    /// The Service's intent as it stands, with no `targets` and no
+    /// `endpoints` (restoring state needs neither).
     pub intent: LoadBalancerIntent,
     /// The addresses currently published in the Service's status.
     pub ingress: Vec<Ingress>,
