@@ -467,12 +467,20 @@ async fn values_schema_rejects_wrong_values() -> Result<()> {
 fn iam_policy_in_the_docs_allows_every_aws_call() -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut called: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let src = root.join("providers/aws/src");
-    for entry in std::fs::read_dir(&src)? {
-        let path = entry?.path();
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
+    // Every .rs file under providers/aws/src, in subdirectories too.
+    let mut dirs = vec![root.join("providers/aws/src")];
+    let mut files = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
         }
+    }
+    for path in files {
         let text = std::fs::read_to_string(&path)?;
         // `.elb(` / `.ec2(`, then the operation's name as the first argument.
         for (wrapper, service) in [(".elb(", "elasticloadbalancing"), (".ec2(", "ec2")] {
