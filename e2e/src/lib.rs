@@ -12,6 +12,7 @@ pub mod control_plane;
 pub mod fixtures;
 pub mod moto;
 pub mod netns;
+pub mod plain_http;
 pub mod process;
 pub mod wait;
 

@@ -27,12 +27,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use ferrolb_e2e::moto::{Instance, Seed};
+use ferrolb_e2e::plain_http::{ElbQuery, free_port, http};
 use ferrolb_e2e::{ControlPlane, FerrolbProcess, Moto, fixtures, wait_for};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const CLUSTER: &str = "bench";
 const CLASS: &str = "ferrolb.io/aws";
@@ -136,7 +135,7 @@ impl Bench {
         fixtures::create_namespace(&client, NAMESPACE).await?;
         let moto = Moto::start().await?;
         let seed = moto.seed(CLUSTER, &ZONES).await?;
-        let elb = ElbQuery::new(moto.endpoint())?;
+        let elb = ElbQuery::new(moto.endpoint(), HTTP_TIMEOUT)?;
         Ok(Bench {
             controller: None,
             metrics_port: 0,
@@ -432,6 +431,7 @@ impl Bench {
                 "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
                 self.metrics_port
             ),
+            HTTP_TIMEOUT,
         )
         .await?;
         ensure!(status == 200, "GET /metrics gave {status}");
@@ -480,130 +480,6 @@ fn hostname(svc: &Service) -> Option<&str> {
         .as_ref()?
         .iter()
         .find_map(|i| i.hostname.as_deref())
-}
-
-/// Reads ELBv2 state from moto with plain Query-API requests. The bench cannot use the
-/// ELBv2 SDK (a dev-dependency of the e2e crate, not available to its binaries); moto
-/// does not check signatures and routes by the credential scope in `Authorization`.
-struct ElbQuery {
-    host: String,
-    port: u16,
-}
-
-impl ElbQuery {
-    fn new(endpoint: &str) -> Result<ElbQuery> {
-        let authority = endpoint
-            .strip_prefix("http://")
-            .with_context(|| format!("moto endpoint {endpoint} is not http://"))?;
-        let (host, port) = authority
-            .rsplit_once(':')
-            .with_context(|| format!("moto endpoint {endpoint} has no port"))?;
-        Ok(ElbQuery {
-            host: host.to_owned(),
-            port: port.parse().context("moto's port")?,
-        })
-    }
-
-    async fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<String> {
-        let mut body = format!("Action={action}&Version=2015-12-01");
-        for (k, v) in params {
-            write!(body, "&{}={}", form_encode(k), form_encode(v))?;
-        }
-        let request = format!(
-            "POST / HTTP/1.0\r\nHost: {host}:{port}\r\n\
-             Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n\
-             Authorization: AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/elasticloadbalancing/aws4_request, SignedHeaders=host, Signature=0\r\n\
-             Content-Length: {len}\r\n\r\n{body}",
-            host = self.host,
-            port = self.port,
-            len = body.len(),
-        );
-        let (status, answer) = http((self.host.as_str(), self.port), &request).await?;
-        ensure!(status == 200, "elbv2 {action} gave {status}: {answer:.300}");
-        Ok(answer)
-    }
-
-    /// Every target group's ARN.
-    async fn target_groups(&self) -> Result<Vec<String>> {
-        Ok(xml_values(
-            &self.call("DescribeTargetGroups", &[]).await?,
-            "TargetGroupArn",
-        ))
-    }
-
-    /// The instance ids registered in a target group.
-    async fn targets(&self, arn: &str) -> Result<Vec<String>> {
-        Ok(xml_values(
-            &self
-                .call("DescribeTargetHealth", &[("TargetGroupArn", arn)])
-                .await?,
-            "Id",
-        ))
-    }
-}
-
-/// The text of every `<tag>…</tag>`.
-fn xml_values(xml: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find(&open) {
-        rest = &rest[start + open.len()..];
-        let Some(end) = rest.find(&close) else { break };
-        out.push(rest[..end].trim().to_owned());
-        rest = &rest[end + close.len()..];
-    }
-    out
-}
-
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(b));
-            }
-            _ => {
-                let _ = write!(out, "%{b:02X}");
-            }
-        }
-    }
-    out
-}
-
-/// Sends a raw HTTP/1.0 request and returns the status and the body.
-async fn http(addr: (&str, u16), request: &str) -> Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        let raw = String::from_utf8_lossy(&raw);
-        let (head, body) = raw
-            .split_once("\r\n\r\n")
-            .with_context(|| format!("incomplete HTTP response: {raw:.200}"))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .with_context(|| format!("no HTTP status in {head:.200}"))?;
-        anyhow::Ok((status, body.to_owned()))
-    };
-    tokio::time::timeout(HTTP_TIMEOUT, exchange)
-        .await
-        .with_context(|| {
-            format!(
-                "no answer from {}:{} within {HTTP_TIMEOUT:?}",
-                addr.0, addr.1
-            )
-        })?
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// The counters the bench needs from the Prometheus text format.
@@ -755,12 +631,5 @@ mod tests {
         );
         assert_eq!(s.provider_calls, 2);
         assert_eq!(s.reconciles.get("success"), Some(&2));
-    }
-
-    #[test]
-    fn reads_xml_values_and_encodes_forms() {
-        let xml = "<a><TargetGroupArn>arn:x/1</TargetGroupArn><TargetGroupArn>arn:x/2</TargetGroupArn></a>";
-        assert_eq!(xml_values(xml, "TargetGroupArn"), ["arn:x/1", "arn:x/2"]);
-        assert_eq!(form_encode("arn:aws:x/y z"), "arn%3Aaws%3Ax%2Fy%20z");
     }
 }

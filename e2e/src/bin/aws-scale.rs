@@ -29,12 +29,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ferrolb_e2e::moto::{Instance, Seed};
+use ferrolb_e2e::plain_http::{ElbQuery, free_port, http};
 use ferrolb_e2e::{ControlPlane, FerrolbProcess, Moto, fixtures, wait_for};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const CLUSTER: &str = "bench";
 const CLASS: &str = "ferrolb.io/aws";
@@ -198,7 +197,7 @@ impl Bench {
         fixtures::create_namespace(&client, NAMESPACE).await?;
         let moto = Moto::start().await?;
         let seed = moto.seed(CLUSTER, &ZONES).await?;
-        let elb = ElbQuery::new(moto.endpoint())?;
+        let elb = ElbQuery::new(moto.endpoint(), HTTP_TIMEOUT)?;
         Ok(Bench {
             controller: None,
             cache: true,
@@ -498,6 +497,7 @@ impl Bench {
                 "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
                 self.metrics_port
             ),
+            HTTP_TIMEOUT,
         )
         .await?;
         ensure!(status == 200, "GET /metrics gave {status}");
@@ -543,131 +543,6 @@ fn has_hostname(svc: &Service) -> bool {
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
         .is_some_and(|i| i.iter().any(|i| i.hostname.is_some()))
-}
-
-/// ELBv2 reads on moto with plain Query-API requests (the ELBv2 SDK is a
-/// dev-dependency of the e2e crate, not available to its binaries; moto checks no
-/// signature). Pages through DescribeTargetGroups.
-struct ElbQuery {
-    host: String,
-    port: u16,
-}
-
-impl ElbQuery {
-    fn new(endpoint: &str) -> Result<ElbQuery> {
-        let authority = endpoint
-            .strip_prefix("http://")
-            .with_context(|| format!("moto endpoint {endpoint} is not http://"))?;
-        let (host, port) = authority
-            .rsplit_once(':')
-            .with_context(|| format!("moto endpoint {endpoint} has no port"))?;
-        Ok(ElbQuery {
-            host: host.to_owned(),
-            port: port.parse().context("moto's port")?,
-        })
-    }
-
-    async fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<String> {
-        let mut body = format!("Action={action}&Version=2015-12-01");
-        for (k, v) in params {
-            write!(body, "&{}={}", form_encode(k), form_encode(v))?;
-        }
-        let request = format!(
-            "POST / HTTP/1.0\r\nHost: {host}:{port}\r\n\
-             Content-Type: application/x-www-form-urlencoded; charset=utf-8\r\n\
-             Authorization: AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/elasticloadbalancing/aws4_request, SignedHeaders=host, Signature=0\r\n\
-             Content-Length: {len}\r\n\r\n{body}",
-            host = self.host,
-            port = self.port,
-            len = body.len(),
-        );
-        let (status, answer) = http((self.host.as_str(), self.port), &request).await?;
-        ensure!(status == 200, "elbv2 {action} gave {status}: {answer:.300}");
-        Ok(answer)
-    }
-
-    async fn target_groups(&self) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let mut params = vec![("PageSize", "400")];
-            if let Some(m) = marker.as_deref() {
-                params.push(("Marker", m));
-            }
-            let xml = self.call("DescribeTargetGroups", &params).await?;
-            out.extend(xml_values(&xml, "TargetGroupArn"));
-            marker = xml_values(&xml, "NextMarker").into_iter().next();
-            if marker.as_deref().is_none_or(str::is_empty) {
-                return Ok(out);
-            }
-        }
-    }
-
-    async fn targets(&self, arn: &str) -> Result<Vec<String>> {
-        Ok(xml_values(
-            &self
-                .call("DescribeTargetHealth", &[("TargetGroupArn", arn)])
-                .await?,
-            "Id",
-        ))
-    }
-}
-
-fn xml_values(xml: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find(&open) {
-        rest = &rest[start + open.len()..];
-        let Some(end) = rest.find(&close) else { break };
-        out.push(rest[..end].trim().to_owned());
-        rest = &rest[end + close.len()..];
-    }
-    out
-}
-
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(b));
-            }
-            _ => {
-                let _ = write!(out, "%{b:02X}");
-            }
-        }
-    }
-    out
-}
-
-async fn http(addr: (&str, u16), request: &str) -> Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        let raw = String::from_utf8_lossy(&raw);
-        let (head, body) = raw
-            .split_once("\r\n\r\n")
-            .with_context(|| format!("incomplete HTTP response: {raw:.200}"))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .with_context(|| format!("no HTTP status in {head:.200}"))?;
-        anyhow::Ok((status, body.to_owned()))
-    };
-    tokio::time::timeout(HTTP_TIMEOUT, exchange)
-        .await
-        .with_context(|| format!("no answer from {}:{}", addr.0, addr.1))?
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn parse_metrics(body: &str) -> Snapshot {
