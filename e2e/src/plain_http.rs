@@ -143,6 +143,41 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// One sample of a Prometheus text exposition: `name{labels} value`.
+pub struct Sample<'a> {
+    pub name: &'a str,
+    labels: &'a str,
+    pub value: f64,
+}
+
+impl Sample<'_> {
+    /// The value of label `key`, or "".
+    pub fn label(&self, key: &str) -> String {
+        self.labels
+            .split(&format!("{key}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// The samples of a `/metrics` body, comments skipped.
+pub fn samples(body: &str) -> impl Iterator<Item = Sample<'_>> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value = value.parse::<f64>().ok()?;
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            Some(Sample {
+                name,
+                labels,
+                value,
+            })
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +187,20 @@ mod tests {
         let xml = "<a><TargetGroupArn>arn:x/1</TargetGroupArn><TargetGroupArn>arn:x/2</TargetGroupArn></a>";
         assert_eq!(xml_values(xml, "TargetGroupArn"), ["arn:x/1", "arn:x/2"]);
         assert_eq!(form_encode("arn:aws:x/y z"), "arn%3Aaws%3Ax%2Fy%20z");
+    }
+
+    #[test]
+    fn reads_metric_samples() {
+        let body = "# HELP x\nferrolb_x_total{a=\"1\",b=\"two\"} 3\nferrolb_y 2.5\nbad line\n";
+        let got: Vec<_> = samples(body)
+            .map(|s| (s.name.to_string(), s.label("b"), s.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ferrolb_x_total".to_string(), "two".to_string(), 3.0),
+                ("ferrolb_y".to_string(), String::new(), 2.5)
+            ]
+        );
     }
 }

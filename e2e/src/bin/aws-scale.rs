@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ferrolb_e2e::moto::{Instance, Seed};
-use ferrolb_e2e::plain_http::{ElbQuery, free_port, http};
+use ferrolb_e2e::plain_http::{ElbQuery, free_port, http, samples};
 use ferrolb_e2e::{ControlPlane, FerrolbProcess, Moto, fixtures, wait_for};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::Client;
@@ -547,24 +547,10 @@ fn has_hostname(svc: &Service) -> bool {
 
 fn parse_metrics(body: &str) -> Snapshot {
     let mut snapshot = Snapshot::default();
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
-        let value = value as u64;
-        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-        let label = |key: &str| {
-            labels
-                .split(&format!("{key}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        match name {
+    for sample in samples(body) {
+        let value = sample.value as u64;
+        let label = |key: &str| sample.label(key);
+        match sample.name {
             "ferrolb_aws_calls_total" => {
                 *snapshot
                     .aws
