@@ -196,6 +196,20 @@ pub struct ControllerArgs {
     #[arg(long, env = "FERROLB_RESYNC_PERIOD", value_parser = parse_duration, default_value = "10m")]
     pub resync_period: Duration,
 
+    /// (AWS) Remember what each Service's load balancer looked like after its
+    /// last ensure: a resync of an unchanged Service is then confirmed in one
+    /// shared listing of the account, and a change of targets is written
+    /// without reads. Off: every ensure observes, plans and applies in full.
+    #[arg(
+        long,
+        env = "FERROLB_AWS_ENSURE_CACHE",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub aws_ensure_cache: bool,
+
     /// Consider nodes that are not Ready as load-balancer targets too.
     #[arg(long, env = "FERROLB_INCLUDE_NOT_READY_NODES")]
     pub include_not_ready_nodes: bool,

@@ -49,6 +49,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         kube_api_burst,
         include_not_ready_nodes,
         resync_period,
+        aws_ensure_cache,
     } = args;
     let config = Config {
         class: load_balancer_class
@@ -73,7 +74,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             AwsProvider::new(AwsConfig {
                 cluster_name: cluster_name.clone(),
             })
-            .await,
+            .await
+            .with_ensure_cache(aws_ensure_cache),
         ),
     };
     let metrics = Arc::new(Metrics::new(provider.as_ref()));

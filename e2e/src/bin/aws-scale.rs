@@ -7,7 +7,7 @@
 //!    measured until every Service has been ensured again;
 //! 3. a controller restart (the ensure cache starts empty, so every Service is observed in
 //!    full once);
-//! 4. the same resync with the ensure cache off (`FERROLB_AWS_ENSURE_CACHE=off`): the
+//! 4. the same resync with the ensure cache off (`--aws-ensure-cache=false`): the
 //!    baseline, in the same run;
 //! 5. node churn: `--churn-services` Services (the first ones and more) on the same
 //!    nodes, `--churn` nodes join at once and then leave, with the cache on and then off,
@@ -39,7 +39,6 @@ const CLUSTER: &str = "bench";
 const CLASS: &str = "ferrolb.io/aws";
 const NAMESPACE: &str = "bench";
 const ZONES: [&str; 2] = ["us-east-1a", "us-east-1b"];
-const CACHE_ENV: &str = "FERROLB_AWS_ENSURE_CACHE";
 /// The resync period while node churn is measured: longer than the run.
 const CHURN_RESYNC: &str = "360m";
 /// The bound on every wait; moto slows down as the account grows.
@@ -431,12 +430,13 @@ impl Bench {
             &self.resync,
             "--log",
             "warn",
+            if cache {
+                "--aws-ensure-cache=true"
+            } else {
+                "--aws-ensure-cache=false"
+            },
         ];
-        let mut env = self.moto.env();
-        env.push((
-            CACHE_ENV.to_owned(),
-            if cache { "on" } else { "off" }.to_owned(),
-        ));
+        let env = self.moto.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         self.controller = Some(FerrolbProcess::spawn(&self.cp, &args, &env)?);
         self.metrics_port = port;

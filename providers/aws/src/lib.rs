@@ -30,4 +30,4 @@ mod snapshot;
 pub mod subnets;
 pub mod tags;
 
-pub use provider::{AwsConfig, AwsProvider, ENSURE_CACHE_ENV};
+pub use provider::{AwsConfig, AwsProvider};

@@ -36,11 +36,6 @@ pub struct AwsConfig {
     pub cluster_name: String,
 }
 
-/// Turns the ensure cache ([`crate::known`]) off when set to `off`, `false`
-/// or `0`: every ensure then observes, plans and applies in full, as before
-/// the cache existed. For measuring the cache against its absence.
-pub const ENSURE_CACHE_ENV: &str = "FERROLB_AWS_ENSURE_CACHE";
-
 /// `ferrolb_aws_ensures_total`: which path each ensure took.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EnsureLabels {
@@ -89,20 +84,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl AwsProvider {
     /// Credentials and region from the default chain; the endpoint from
-    /// `AWS_ENDPOINT_URL` when set.
-    /// The ensure cache is on unless [`ENSURE_CACHE_ENV`] turns it off.
+    /// `AWS_ENDPOINT_URL` when set. The ensure cache is on.
     pub async fn new(config: AwsConfig) -> Self {
         let sdk = aws_config::load_from_env().await;
-        let off = std::env::var(ENSURE_CACHE_ENV).is_ok_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "off" | "false" | "0"
-            )
-        });
-        if off {
-            info!("{ENSURE_CACHE_ENV} is off: every ensure observes in full");
-        }
-        Self::from_sdk(&sdk, config).with_ensure_cache(!off)
+        Self::from_sdk(&sdk, config)
     }
 
     /// With `false`, every ensure observes, plans and applies in full.
