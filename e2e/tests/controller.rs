@@ -119,15 +119,51 @@ async fn other_classes_are_untouched() -> Result<()> {
             s.spec.as_mut().unwrap().load_balancer_class = None
         })
         .await?;
+        // Another install of ferrolb (same finalizer name) serves this one
+        // and has given it an address: it is that install's, not ours.
+        env.create_service("other-install", |s| {
+            s.spec.as_mut().unwrap().load_balancer_class = Some("example.com/other".into());
+            s.metadata.finalizers = Some(vec!["ferrolb.io/load-balancer-cleanup".into()]);
+            s.metadata.annotations =
+                annotations(&[("ferrolb.io/ip-allocated-from-pool", "theirs")]);
+        })
+        .await?;
+        let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.9", "ipMode": "VIP"}]}}});
+        env.services()
+            .patch_status(
+                "other-install",
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await?;
         env.create_service("ours", |_| {}).await?;
         env.wait_ingress("ours", 1).await?;
         // Ours converged after the others were created; give the others one
         // more second in case a wrong reconcile of them was still in flight.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        for name in ["other-class", "no-class"] {
+        let theirs = env.services().get("other-install").await?;
+        assert!(
+            has_finalizer(&theirs),
+            "the other install's finalizer was removed"
+        );
+        assert_eq!(
+            ingress_ips(&theirs),
+            ["198.51.100.9"],
+            "its status was touched"
+        );
+        assert_eq!(
+            theirs
+                .annotations()
+                .get("ferrolb.io/ip-allocated-from-pool")
+                .map(String::as_str),
+            Some("theirs")
+        );
+        for name in ["other-class", "no-class", "other-install"] {
             let svc = env.services().get(name).await?;
-            assert!(!has_finalizer(&svc), "{name} got our finalizer");
-            assert!(ingress_ips(&svc).is_empty(), "{name} got an address");
+            if name != "other-install" {
+                assert!(!has_finalizer(&svc), "{name} got our finalizer");
+                assert!(ingress_ips(&svc).is_empty(), "{name} got an address");
+            }
             let events = events_for(&env.client, &env.ns, name).await?;
             let ours: Vec<_> = events
                 .iter()
