@@ -222,9 +222,12 @@ pub fn requested_addresses(
     };
     let mut out: Vec<IpAddr> = Vec::new();
     for s in raw {
-        let ip: IpAddr = s
-            .parse()
-            .map_err(|_| invalid(&field, format!("{s:?} is not an IP address")))?;
+        let ip: IpAddr = s.parse().map_err(|_| {
+            // A huge value would push the problem out of the Event's note.
+            let shown: String = s.chars().take(64).collect();
+            let more = if shown.len() < s.len() { "…" } else { "" };
+            invalid(&field, format!("{shown:?}{more} is not an IP address"))
+        })?;
         let family = IpFamily::of(&ip);
         if out.iter().any(|o| IpFamily::of(o) == family) {
             return Err(invalid(
@@ -397,6 +400,12 @@ mod tests {
                 none.clone(),
                 &v4,
                 Err("\"not-an-ip\" is not an IP address".into()),
+            ),
+            (
+                None,
+                ann(&"1".repeat(10_000)),
+                &v4,
+                Err(format!("\"{}\"… is not an IP address", "1".repeat(64))),
             ),
             (
                 None,
