@@ -24,7 +24,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
-use crate::allocator::{Allocator, Pool, Request, Sharing, pool_from_spec};
+use crate::allocator::{AllocError, Allocator, Pool, Request, Sharing, pool_from_spec};
 use crate::annotations::{self, ALLOCATED_FROM_POOL};
 use crate::crd::{BGPAdvertisement, IPPool, IPPoolStatus, L2Advertisement};
 
@@ -422,9 +422,17 @@ impl Provider for BareMetalProvider {
         let (allocation, changed) = {
             let mut allocator = lock(&self.shared.allocator);
             let before = allocator.allocation(&intent.key).cloned();
-            let allocation = allocator
-                .assign(&req)
-                .map_err(|e| ProviderError::unsatisfiable(e.to_string()))?;
+            let allocation = allocator.assign(&req).map_err(|e| match &e {
+                // The pool is there, but the allocator ignores it: say why.
+                AllocError::PoolNotFound { pool } => match lock(&self.shared.problems).get(pool) {
+                    Some(problems) => ProviderError::unsatisfiable(format!(
+                        "requested pool {pool} is invalid and not used: {}",
+                        problems.join("; ")
+                    )),
+                    None => ProviderError::unsatisfiable(e.to_string()),
+                },
+                _ => ProviderError::unsatisfiable(e.to_string()),
+            })?;
             let changed = before.as_ref() != Some(&allocation);
             (allocation, changed.then_some(before.is_some()))
         };
