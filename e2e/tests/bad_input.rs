@@ -347,31 +347,49 @@ const CATALOGUE: &[Case] = &[
         name: "pool-missing",
         wrong: "the pool annotation names no pool",
         make: Make::Service(|s| annotate(s, &[(POOL, "nowhere")])),
-        says: &["requested pool nowhere", "does not exist"],
+        says: &[
+            "metadata.annotations[ferrolb.io/pool]",
+            "requested pool nowhere does not exist",
+        ],
     },
     Case {
         name: "metallb-pool-missing",
         wrong: "MetalLB's pool annotation names no pool",
         make: Make::Service(|s| annotate(s, &[("metallb.io/address-pool", "legacy")])),
-        says: &["requested pool legacy", "does not exist"],
+        says: &[
+            "metadata.annotations[metallb.io/address-pool]",
+            "requested pool legacy does not exist",
+        ],
     },
     Case {
         name: "pool-invalid",
         wrong: "the pool annotation names a pool that is itself invalid",
         make: Make::Service(|s| annotate(s, &[(POOL, "bad-cidr")])),
-        says: &["requested pool bad-cidr", "is invalid"],
+        says: &[
+            "metadata.annotations[ferrolb.io/pool]",
+            "requested pool bad-cidr is invalid",
+            "spec.addresses[1]",
+        ],
     },
     Case {
         name: "pool-other-namespace",
         wrong: "the named pool is kept for another namespace",
         make: Make::Service(|s| annotate(s, &[(POOL, "prod-only")])),
-        says: &["requested pool prod-only", "serviceAllocation.namespaces"],
+        says: &[
+            "metadata.annotations[ferrolb.io/pool]",
+            "requested pool prod-only",
+            "serviceAllocation.namespaces",
+        ],
     },
     Case {
         name: "pool-unselected",
         wrong: "the named pool's serviceSelectors do not match",
         make: Make::Service(|s| annotate(s, &[(POOL, "edge-only")])),
-        says: &["requested pool edge-only", "serviceSelectors"],
+        says: &[
+            "metadata.annotations[ferrolb.io/pool]",
+            "requested pool edge-only",
+            "serviceSelectors",
+        ],
     },
     Case {
         name: "pool-exhausted",

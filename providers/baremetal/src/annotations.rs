@@ -41,6 +41,13 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> Result<Requests, Provide
     })
 }
 
+/// The annotation that names the Service's pool, when one does.
+pub fn pool_key(annotations: &BTreeMap<String, String>) -> Option<&'static str> {
+    [POOL, METALLB_POOL]
+        .into_iter()
+        .find(|k| annotations.contains_key(*k))
+}
+
 fn lookup(
     annotations: &BTreeMap<String, String>,
     keys: &[&str],
@@ -91,6 +98,16 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn pool_key_is_the_annotation_parse_reads() {
+        assert_eq!(pool_key(&ann(&[])), None);
+        assert_eq!(pool_key(&ann(&[(METALLB_POOL, "a")])), Some(METALLB_POOL));
+        assert_eq!(
+            pool_key(&ann(&[(POOL, "a"), (METALLB_POOL, "b")])),
+            Some(POOL)
+        );
     }
 
     #[test]

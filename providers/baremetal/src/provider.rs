@@ -102,6 +102,32 @@ impl Shared {
         self.notify_waiting();
     }
 
+    /// What a Service is told when the allocator turns it down. A message
+    /// about the pool it asked for names the annotation that asked.
+    fn unsatisfiable(
+        &self,
+        e: &AllocError,
+        annotations: &BTreeMap<String, String>,
+    ) -> ProviderError {
+        let message = match e {
+            // The pool is there, but the allocator ignores it: say why.
+            AllocError::PoolNotFound { pool } => match lock(&self.problems).get(pool) {
+                Some(problems) => format!(
+                    "requested pool {pool} is invalid and not used: {}",
+                    problems.join("; ")
+                ),
+                None => e.to_string(),
+            },
+            _ => e.to_string(),
+        };
+        match (e, annotations::pool_key(annotations)) {
+            (AllocError::PoolNotFound { .. } | AllocError::PoolNotAllowed { .. }, Some(key)) => {
+                ProviderError::unsatisfiable(format!("metadata.annotations[{key}]: {message}"))
+            }
+            _ => ProviderError::unsatisfiable(message),
+        }
+    }
+
     fn status_of(&self, name: &str) -> IPPoolStatus {
         let usage = lock(&self.allocator).usage(name);
         let errors = lock(&self.problems).get(name).cloned().unwrap_or_default();
@@ -422,17 +448,9 @@ impl Provider for BareMetalProvider {
         let (allocation, changed) = {
             let mut allocator = lock(&self.shared.allocator);
             let before = allocator.allocation(&intent.key).cloned();
-            let allocation = allocator.assign(&req).map_err(|e| match &e {
-                // The pool is there, but the allocator ignores it: say why.
-                AllocError::PoolNotFound { pool } => match lock(&self.shared.problems).get(pool) {
-                    Some(problems) => ProviderError::unsatisfiable(format!(
-                        "requested pool {pool} is invalid and not used: {}",
-                        problems.join("; ")
-                    )),
-                    None => ProviderError::unsatisfiable(e.to_string()),
-                },
-                _ => ProviderError::unsatisfiable(e.to_string()),
-            })?;
+            let allocation = allocator
+                .assign(&req)
+                .map_err(|e| self.shared.unsatisfiable(&e, &intent.annotations))?;
             let changed = before.as_ref() != Some(&allocation);
             (allocation, changed.then_some(before.is_some()))
         };
