@@ -328,6 +328,7 @@ fn restore_intent(svc: &Service) -> LoadBalancerIntent {
                 targets: Vec::new(),
                 endpoints: Vec::new(),
                 requested_addresses: Vec::new(),
+                requested_from: None,
                 source_ranges: Vec::new(),
                 ip_family_policy: if ip_families.len() > 1 {
                     IpFamilyPolicy::PreferDualStack

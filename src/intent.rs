@@ -104,6 +104,7 @@ pub fn build<'a>(
         targets,
         endpoints,
         requested_addresses: Vec::new(),
+        requested_from: None,
         source_ranges: Vec::new(),
         ip_families,
         ip_family_policy,
@@ -113,6 +114,8 @@ pub fn build<'a>(
         &intent.annotations,
         &intent.wanted_families(),
     )?;
+    intent.requested_from =
+        (!intent.requested_addresses.is_empty()).then(|| requested_from(&intent.annotations));
     intent.source_ranges = spec
         .load_balancer_source_ranges
         .iter()
@@ -191,6 +194,19 @@ fn ip_families(
         .and_then(|ip| ip.parse::<IpAddr>().ok())
         .map(|ip| IpFamily::of(&ip));
     Ok(vec![from_ip.unwrap_or(IpFamily::V4)])
+}
+
+/// The field holding the addresses a Service asks for, once
+/// [`requested_addresses`] has found some: the annotation when it is set, else
+/// `spec.loadBalancerIP` (it refuses both at once).
+fn requested_from(annotations: &BTreeMap<String, String>) -> String {
+    [LOAD_BALANCER_IPS, METALLB_LOAD_BALANCER_IPS]
+        .into_iter()
+        .find(|k| annotations.get(*k).is_some_and(|v| !v.trim().is_empty()))
+        .map_or_else(
+            || "spec.loadBalancerIP".to_string(),
+            |k| format!("metadata.annotations[{k}]"),
+        )
 }
 
 /// The addresses the Service asks for: `spec.loadBalancerIP` or the addresses
@@ -431,6 +447,28 @@ mod tests {
                 (g, w) => panic!("case {i}: got {g:?}, want {w:?}"),
             }
         }
+    }
+
+    #[test]
+    fn requested_from_names_the_field_the_addresses_came_from() {
+        let mut s = svc("Cluster");
+        assert_eq!(build(&s, &[], &[]).unwrap().requested_from, None);
+        s.spec.as_mut().unwrap().load_balancer_ip = Some("192.0.2.7".into());
+        let intent = build(&s, &[], &[]).unwrap();
+        assert_eq!(
+            intent.requested_from.as_deref(),
+            Some("spec.loadBalancerIP")
+        );
+        s.spec.as_mut().unwrap().load_balancer_ip = None;
+        s.metadata.annotations = Some(BTreeMap::from([(
+            METALLB_LOAD_BALANCER_IPS.to_string(),
+            "192.0.2.7".to_string(),
+        )]));
+        let intent = build(&s, &[], &[]).unwrap();
+        assert_eq!(
+            intent.requested_from.as_deref(),
+            Some("metadata.annotations[metallb.io/loadBalancerIPs]")
+        );
     }
 
     #[test]

@@ -273,19 +273,28 @@ const CATALOGUE: &[Case] = &[
         name: "lb-ip-outside-pools",
         wrong: "spec.loadBalancerIP is in no pool",
         make: Make::Service(|s| spec(s).load_balancer_ip = Some("198.18.0.1".into())),
-        says: &["requested address 198.18.0.1", "is not in any IPPool"],
+        says: &[
+            "spec.loadBalancerIP",
+            "requested address 198.18.0.1",
+            "is not in any IPPool",
+        ],
     },
     Case {
         name: "ips-outside-pools",
         wrong: "the addresses annotation names an address in no pool",
         make: Make::Service(|s| annotate(s, &[(LOAD_BALANCER_IPS, "198.18.0.2")])),
-        says: &["requested address 198.18.0.2", "is not in any IPPool"],
+        says: &[
+            "metadata.annotations[ferrolb.io/load-balancer-ips]",
+            "requested address 198.18.0.2",
+            "is not in any IPPool",
+        ],
     },
     Case {
         name: "ips-other-namespace",
         wrong: "the address is in a pool kept for another namespace",
         make: Make::Service(|s| annotate(s, &[(LOAD_BALANCER_IPS, "203.0.113.3")])),
         says: &[
+            "metadata.annotations[ferrolb.io/load-balancer-ips]",
             "203.0.113.3",
             "pool prod-only",
             "namespace \"test\" is not in its serviceAllocation.namespaces",
@@ -295,19 +304,33 @@ const CATALOGUE: &[Case] = &[
         name: "ips-unselected",
         wrong: "the address is in a pool whose serviceSelectors do not match",
         make: Make::Service(|s| annotate(s, &[(LOAD_BALANCER_IPS, "203.0.113.20")])),
-        says: &["203.0.113.20", "pool edge-only", "serviceSelectors"],
+        says: &[
+            "metadata.annotations[ferrolb.io/load-balancer-ips]",
+            "203.0.113.20",
+            "pool edge-only",
+            "serviceSelectors",
+        ],
     },
     Case {
         name: "ips-buggy",
         wrong: "a .0 address from a pool with avoidBuggyIPs",
         make: Make::Service(|s| annotate(s, &[(LOAD_BALANCER_IPS, "10.1.0.0")])),
-        says: &["10.1.0.0", "pool no-buggy", "avoidBuggyIPs"],
+        says: &[
+            "metadata.annotations[ferrolb.io/load-balancer-ips]",
+            "10.1.0.0",
+            "pool no-buggy",
+            "avoidBuggyIPs",
+        ],
     },
     Case {
         name: "ips-not-in-named-pool",
         wrong: "the address is not in the pool the Service names",
         make: Make::Service(|s| annotate(s, &[(LOAD_BALANCER_IPS, "192.0.2.9"), (POOL, "manual")])),
-        says: &["192.0.2.9", "is not in the requested pool manual"],
+        says: &[
+            "metadata.annotations[ferrolb.io/load-balancer-ips]",
+            "192.0.2.9",
+            "is not in the requested pool manual",
+        ],
     },
     // --- the pool annotation ---------------------------------------------
     Case {
@@ -465,6 +488,7 @@ const CATALOGUE: &[Case] = &[
             port(s, 443)
         }),
         says: &[
+            "metadata.annotations[ferrolb.io/load-balancer-ips]",
             "192.0.2.50 is already used by Service test/holder-plain",
             "that Service has no sharing key",
         ],
@@ -477,6 +501,7 @@ const CATALOGUE: &[Case] = &[
             port(s, 443)
         }),
         says: &[
+            "metadata.annotations[ferrolb.io/load-balancer-ips]",
             "192.0.2.51 is already used by Service",
             "this Service has no sharing key",
         ],
@@ -489,6 +514,7 @@ const CATALOGUE: &[Case] = &[
             port(s, 443)
         }),
         says: &[
+            "metadata.annotations[ferrolb.io/load-balancer-ips]",
             "192.0.2.51 is already used by Service",
             "the sharing keys differ",
         ],
@@ -498,6 +524,7 @@ const CATALOGUE: &[Case] = &[
         wrong: "shares an address and a port with another Service",
         make: Make::Service(|s| annotate(s, &[(LOAD_BALANCER_IPS, "192.0.2.51"), (SHARED, "k1")])),
         says: &[
+            "metadata.annotations[ferrolb.io/load-balancer-ips]",
             "192.0.2.51 is already used by Service",
             "both Services use TCP/80",
         ],
@@ -511,6 +538,7 @@ const CATALOGUE: &[Case] = &[
             spec(s).external_traffic_policy = Some("Local".into())
         }),
         says: &[
+            "metadata.annotations[ferrolb.io/load-balancer-ips]",
             "192.0.2.51 is already used by Service",
             "externalTrafficPolicy",
         ],

@@ -139,6 +139,9 @@ pub struct LoadBalancerIntent {
     /// Addresses the user asked for (`spec.loadBalancerIP` or an addresses
     /// annotation), at most one per family, already validated.
     pub requested_addresses: Vec<IpAddr>,
+    /// The field `requested_addresses` came from, as the user wrote it
+    /// (`spec.loadBalancerIP` or `metadata.annotations[<key>]`), for messages.
+    pub requested_from: Option<String>,
     /// `spec.loadBalancerSourceRanges`.
     pub source_ranges: Vec<IpNet>,
     /// `spec.ipFamilies`, primary first.

@@ -371,6 +371,7 @@ mod tests {
                 zone: None,
             }],
             requested_addresses: vec![],
+            requested_from: None,
             source_ranges: vec![],
             ip_families: vec![IpFamily::V4],
             ip_family_policy: IpFamilyPolicy::SingleStack,

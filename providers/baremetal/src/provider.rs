@@ -103,12 +103,9 @@ impl Shared {
     }
 
     /// What a Service is told when the allocator turns it down. A message
-    /// about the pool it asked for names the annotation that asked.
-    fn unsatisfiable(
-        &self,
-        e: &AllocError,
-        annotations: &BTreeMap<String, String>,
-    ) -> ProviderError {
+    /// about the pool or the address it asked for starts with the field that
+    /// asked.
+    fn unsatisfiable(&self, e: &AllocError, intent: &LoadBalancerIntent) -> ProviderError {
         let message = match e {
             // The pool is there, but the allocator ignores it: say why.
             AllocError::PoolNotFound { pool } => match lock(&self.problems).get(pool) {
@@ -120,11 +117,22 @@ impl Shared {
             },
             _ => e.to_string(),
         };
-        match (e, annotations::pool_key(annotations)) {
-            (AllocError::PoolNotFound { .. } | AllocError::PoolNotAllowed { .. }, Some(key)) => {
-                ProviderError::unsatisfiable(format!("metadata.annotations[{key}]: {message}"))
+        let field = match e {
+            AllocError::PoolNotFound { .. } | AllocError::PoolNotAllowed { .. } => {
+                annotations::pool_key(&intent.annotations)
+                    .map(|key| format!("metadata.annotations[{key}]"))
             }
-            _ => ProviderError::unsatisfiable(message),
+            AllocError::TooManyAddresses { .. }
+            | AllocError::WrongFamily { .. }
+            | AllocError::AddressNotInAnyPool { .. }
+            | AllocError::AddressNotAllowed { .. }
+            | AllocError::AddressNotInRequestedPool { .. }
+            | AllocError::AddressInUse { .. } => intent.requested_from.clone(),
+            _ => None,
+        };
+        match field {
+            Some(field) => ProviderError::unsatisfiable(format!("{field}: {message}")),
+            None => ProviderError::unsatisfiable(message),
         }
     }
 
@@ -450,7 +458,7 @@ impl Provider for BareMetalProvider {
             let before = allocator.allocation(&intent.key).cloned();
             let allocation = allocator
                 .assign(&req)
-                .map_err(|e| self.shared.unsatisfiable(&e, &intent.annotations))?;
+                .map_err(|e| self.shared.unsatisfiable(&e, intent))?;
             let changed = before.as_ref() != Some(&allocation);
             (allocation, changed.then_some(before.is_some()))
         };
