@@ -71,9 +71,12 @@ pub struct Context {
     pub config: Config,
     pub provider: Arc<dyn Provider>,
     pub cache: Cache,
-    /// Warnings go through one recorder, which counts a repeated Warning
-    /// as a series on one Event instead of a new Event per retry.
-    warnings: Recorder,
+    /// The Warning each failing Service was last given and the recorder that
+    /// sent it, which counts a repeat as a series on one Event instead of a
+    /// new Event per retry. kube's recorder keys a series by reason, not
+    /// note, so a Warning with another note gets a new recorder, and a new
+    /// Event, rather than a count on the old note.
+    warnings: Mutex<HashMap<ObjectRef<Service>, (String, Recorder)>>,
     reporter: Reporter,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per Service, for backoff.
@@ -99,7 +102,7 @@ impl Context {
         Self {
             recent,
             event_slots: Arc::new(tokio::sync::Semaphore::new(EVENTS_IN_FLIGHT)),
-            warnings: Recorder::new(client.clone(), reporter.clone()),
+            warnings: Mutex::default(),
             client,
             config,
             provider,
@@ -113,11 +116,16 @@ impl Context {
 
     fn succeeded(&self, r: &ObjectRef<Service>) {
         lock(&self.failures).remove(r);
+        lock(&self.warnings).remove(r);
         lock(&self.unsatisfied).remove(r);
         self.metrics
             .reconciles
             .get_or_create(&OutcomeLabels { outcome: "success" })
             .inc();
+    }
+
+    fn recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
     }
 
     /// Exponential backoff per Service: `base * 2^n`, at most `max`, less up
@@ -172,8 +180,18 @@ impl Context {
         // Event it sent for its series and scans them all on each send, so
         // with thousands of Services each one gets a recorder of its own.
         let recorder = match type_ {
-            EventType::Warning => self.warnings.clone(),
-            EventType::Normal => Recorder::new(self.client.clone(), self.reporter.clone()),
+            EventType::Warning => {
+                let said = format!("{reason}: {note}");
+                let mut warnings = lock(&self.warnings);
+                let entry = warnings
+                    .entry(ObjectRef::from_obj(svc))
+                    .or_insert_with(|| (said.clone(), self.recorder()));
+                if entry.0 != said {
+                    *entry = (said, self.recorder());
+                }
+                entry.1.clone()
+            }
+            EventType::Normal => self.recorder(),
         };
         let slots = self.event_slots.clone();
         let reason = reason.to_string();

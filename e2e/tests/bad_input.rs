@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use common::{CLASS, Env, WithLog, events_for, ingress_ips};
+use common::{CLASS, Env, WAIT, WithLog, events_for, ingress_ips};
 use ferrolb_baremetal::crd::{IPPool, IPPoolSpec, ServiceAllocation};
-use ferrolb_e2e::fixtures;
+use ferrolb_e2e::{fixtures, wait_for};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
 
 /// How a case is made.
 enum Make {
@@ -909,6 +910,34 @@ async fn bad_input_is_reported_and_creates_nothing() -> Result<()> {
             "the apiserver did not refuse as the catalogue says:\n{}",
             wrong.join("\n")
         );
+
+        // A Service whose problem changes is told the new one: a Warning
+        // Event with the new note, not one more count on the old Event.
+        let patch = json!({ "metadata": { "annotations": { "ferrolb.io/pool": "also-missing" } } });
+        env.services()
+            .patch(
+                "pool-missing",
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        let (client, ns) = (env.client.clone(), env.ns.clone());
+        wait_for("a Warning about also-missing on pool-missing", WAIT, || {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                let events = events_for(&client, &ns, "pool-missing").await?;
+                Ok(events
+                    .iter()
+                    .any(|e| {
+                        e.type_.as_deref() == Some("Warning")
+                            && e.note.as_deref().is_some_and(|n| {
+                                n.contains("requested pool also-missing does not exist")
+                            })
+                    })
+                    .then_some(()))
+            }
+        })
+        .await?;
         Ok(())
     };
     check.await.with_log(&ctl)?;
