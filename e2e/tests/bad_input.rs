@@ -429,6 +429,7 @@ const CATALOGUE: &[Case] = &[
             annotate(s, &[(POOL, "main")])
         }),
         says: &[
+            "spec.ipFamilies",
             "no pool this Service may use has IPv6 addresses",
             "pools tried: main",
         ],
@@ -442,6 +443,7 @@ const CATALOGUE: &[Case] = &[
             annotate(s, &[(POOL, "main")])
         }),
         says: &[
+            "spec.ipFamilyPolicy",
             "requires dual-stack (RequireDualStack)",
             "IPv6 address",
             "pools tried: main",
@@ -731,16 +733,21 @@ async fn create(env: &Env, case: &Case) -> Result<()> {
     Ok(())
 }
 
-/// What a user sees for a case: the Warning Event's note, or the pool's
-/// `status.errors` joined; `None` while there is nothing yet.
+/// What a user sees for a case: the newest Warning Event's note, or the
+/// pool's `status.errors` joined; `None` while there is nothing yet.
 async fn seen(env: &Env, case: &Case) -> Result<Option<String>> {
     match case.make {
         Make::Service(_) => {
             let events = events_for(&env.client, &env.ns, case.name).await?;
+            // The newest, should the Service have had another problem first.
             Ok(events
                 .into_iter()
                 .filter(|e| e.type_.as_deref() == Some("Warning"))
-                .find(|e| e.reason.as_deref() == Some("SyncLoadBalancerFailed"))
+                .filter(|e| e.reason.as_deref() == Some("SyncLoadBalancerFailed"))
+                .max_by_key(|e| {
+                    let last = e.series.as_ref().map(|s| s.last_observed_time.0);
+                    last.or(e.event_time.as_ref().map(|t| t.0))
+                })
                 .map(|e| e.note.unwrap_or_default()))
         }
         Make::Pool(_) => {

@@ -103,8 +103,8 @@ impl Shared {
     }
 
     /// What a Service is told when the allocator turns it down. A message
-    /// about the pool or the address it asked for starts with the field that
-    /// asked.
+    /// about the pool, the address or the families it asked for starts with
+    /// the field that asked.
     fn unsatisfiable(&self, e: &AllocError, intent: &LoadBalancerIntent) -> ProviderError {
         let message = match e {
             // The pool is there, but the allocator ignores it: say why.
@@ -128,7 +128,11 @@ impl Shared {
             | AllocError::AddressNotAllowed { .. }
             | AllocError::AddressNotInRequestedPool { .. }
             | AllocError::AddressInUse { .. } => intent.requested_from.clone(),
-            _ => None,
+            AllocError::NoIpFamilies | AllocError::NoPoolWithFamily { .. } => {
+                Some("spec.ipFamilies".into())
+            }
+            AllocError::DualStackUnavailable { .. } => Some("spec.ipFamilyPolicy".into()),
+            AllocError::NoPoolForService { .. } | AllocError::Exhausted { .. } => None,
         };
         match field {
             Some(field) => ProviderError::unsatisfiable(format!("{field}: {message}")),
