@@ -68,6 +68,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             client.clone(),
             BareMetalConfig {
                 cluster_name: cluster_name.clone(),
+                reporter: reporter(&identity),
             },
         )),
         ProviderKind::Aws => Arc::new(
@@ -113,10 +114,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let reporter = Reporter {
-        controller: "ferrolb-controller".into(),
-        instance: Some(identity),
-    };
+    let reporter = reporter(&identity);
     let lead = lead(
         client,
         config,
@@ -409,6 +407,14 @@ pub fn strip_service(svc: &mut Service) {
     }
     if let Some(status) = svc.status.as_mut() {
         status.conditions = None;
+    }
+}
+
+/// Who this replica's Events come from.
+fn reporter(identity: &str) -> Reporter {
+    Reporter {
+        controller: "ferrolb-controller".into(),
+        instance: Some(identity.to_string()),
     }
 }
 

@@ -38,7 +38,8 @@ async fn create(env: &Env, case: &Case) -> Result<()> {
 }
 
 /// What a user sees for a case: the newest Warning Event's note, or the
-/// pool's `status.errors` joined; `None` while there is nothing yet.
+/// pool's `status.errors` joined, once a Warning Event on the pool says the
+/// same; `None` while there is nothing yet.
 async fn seen(env: &Env, case: &Case) -> Result<Option<String>> {
     match case.make {
         Make::Service(_) => {
@@ -60,7 +61,19 @@ async fn seen(env: &Env, case: &Case) -> Result<Option<String>> {
                 .await?
                 .map(|s| s.errors)
                 .unwrap_or_default();
-            Ok((!errors.is_empty()).then(|| errors.join("; ")))
+            if errors.is_empty() {
+                return Ok(None);
+            }
+            // The same problems, as a Warning Event on the pool (a
+            // cluster-scoped object's Events are in `default`).
+            let errors = errors.join("; ");
+            let events = events_for(&env.client, "default", case.name).await?;
+            let warned = events.iter().any(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.reason.as_deref() == Some("InvalidIPPool")
+                    && e.note.as_deref() == Some(errors.as_str())
+            });
+            Ok(warned.then_some(errors))
         }
     }
 }
@@ -194,6 +207,8 @@ async fn bad_input_is_reported_and_creates_nothing() -> Result<()> {
                 Vec::<String>::new(),
                 "pool {name}"
             );
+            let warned = events_for(&env.client, "default", name).await?;
+            assert!(warned.is_empty(), "pool {name} has Events: {warned:?}");
         }
 
         // The apiserver turns these away before the controller sees them.

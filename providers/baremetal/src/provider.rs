@@ -17,10 +17,12 @@ use ferrolb_provider_api::{
     Provider, ProviderError, ServiceKey, TrafficPolicy,
 };
 use futures::StreamExt;
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event};
+use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -31,6 +33,8 @@ use crate::crd::{BGPAdvertisement, IPPool, IPPoolStatus, L2Advertisement};
 #[derive(Clone, Debug)]
 pub struct BareMetalConfig {
     pub cluster_name: String,
+    /// Who the Warning Events about invalid IPPools come from.
+    pub reporter: Reporter,
 }
 
 struct Shared {
@@ -47,6 +51,7 @@ struct Shared {
 
 pub struct BareMetalProvider {
     client: kube::Client,
+    reporter: Reporter,
     shared: Arc<Shared>,
     pools_synced: watch::Sender<bool>,
 }
@@ -56,6 +61,7 @@ impl BareMetalProvider {
         debug!(cluster = %config.cluster_name, "bare-metal provider");
         Self {
             client,
+            reporter: config.reporter,
             shared: Arc::new(Shared {
                 allocator: Mutex::new(Allocator::new()),
                 problems: Mutex::default(),
@@ -186,7 +192,7 @@ async fn watch_pools(
     api: Api<IPPool>,
     shared: Arc<Shared>,
     synced: watch::Sender<bool>,
-    pools_tx: watch::Sender<Vec<(String, Option<IPPoolStatus>)>>,
+    pools_tx: watch::Sender<Vec<PoolShown>>,
 ) {
     let mut stream = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
@@ -230,7 +236,7 @@ async fn watch_pools(
             let _ = pools_tx.send(
                 pools
                     .iter()
-                    .map(|(n, p)| (n.clone(), p.status.clone()))
+                    .map(|(n, p)| (n.clone(), p.object_ref(&()), p.status.clone()))
                     .collect(),
             );
             synced.send_replace(true);
@@ -289,11 +295,16 @@ where
     }
 }
 
-/// Writes each pool's status when it differs from what the pool shows.
+/// A pool by name, its reference for Events, and the status it shows.
+type PoolShown = (String, ObjectReference, Option<IPPoolStatus>);
+
+/// Writes each pool's status when it differs from what the pool shows, with
+/// a Warning Event when its problems change to some.
 async fn write_pool_status(
     api: Api<IPPool>,
     shared: Arc<Shared>,
-    mut pools_rx: watch::Receiver<Vec<(String, Option<IPPoolStatus>)>>,
+    mut pools_rx: watch::Receiver<Vec<PoolShown>>,
+    reporter: Reporter,
 ) {
     let mut written: HashMap<String, IPPoolStatus> = HashMap::new();
     loop {
@@ -304,8 +315,8 @@ async fn write_pool_status(
         // Let a burst of allocations settle into one write per pool.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let pools = pools_rx.borrow_and_update().clone();
-        written.retain(|name, _| pools.iter().any(|(n, _)| n == name));
-        for (name, shown) in pools {
+        written.retain(|name, _| pools.iter().any(|(n, _, _)| n == name));
+        for (name, reference, shown) in pools {
             let want = shared.status_of(&name);
             let last = written.get(&name).or(shown.as_ref());
             if last == Some(&want) {
@@ -325,6 +336,10 @@ async fn write_pool_status(
                 .await
             {
                 Ok(_) => {
+                    let was = last.map(|l| l.errors.as_slice()).unwrap_or_default();
+                    if !want.errors.is_empty() && was != want.errors.as_slice() {
+                        warn_invalid(&api, &reporter, &reference, &want.errors).await;
+                    }
                     written.insert(name, want);
                 }
                 Err(e) => {
@@ -333,6 +348,36 @@ async fn write_pool_status(
                 }
             }
         }
+    }
+}
+
+/// A Warning Event on the pool, `InvalidIPPool`, with its problems. Sent once
+/// per change of problems, each time by a new recorder: kube's recorder would
+/// count a changed note into the old Event and keep the old note.
+async fn warn_invalid(
+    api: &Api<IPPool>,
+    reporter: &Reporter,
+    reference: &ObjectReference,
+    errors: &[String],
+) {
+    let mut note = errors.join("; ");
+    if note.len() > 1000 {
+        let mut cut = 1000;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+    }
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: "InvalidIPPool".into(),
+        note: Some(note),
+        action: "Validate".into(),
+        secondary: None,
+    };
+    let recorder = Recorder::new(api.clone().into_client(), reporter.clone());
+    if let Err(e) = recorder.publish(&event, reference).await {
+        warn!(pool = ?reference.name, error = %e, "publishing an event failed");
     }
 }
 
@@ -442,7 +487,12 @@ impl Provider for BareMetalProvider {
             }
         }
         info!(restored, "restored allocations");
-        tokio::spawn(write_pool_status(api, self.shared.clone(), pools_rx));
+        tokio::spawn(write_pool_status(
+            api,
+            self.shared.clone(),
+            pools_rx,
+            self.reporter.clone(),
+        ));
         self.shared.dirty.notify_one();
         Ok(())
     }
