@@ -200,9 +200,12 @@ fn ip_families(
 /// [`requested_addresses`] has found some: the annotation when it is set, else
 /// `spec.loadBalancerIP` (it refuses both at once).
 fn requested_from(annotations: &BTreeMap<String, String>) -> String {
+    // The same choice as requested_addresses: the first key present, if
+    // its value is not empty.
     [LOAD_BALANCER_IPS, METALLB_LOAD_BALANCER_IPS]
         .into_iter()
-        .find(|k| annotations.get(*k).is_some_and(|v| !v.trim().is_empty()))
+        .find(|k| annotations.contains_key(*k))
+        .filter(|k| !annotations[*k].trim().is_empty())
         .map_or_else(
             || "spec.loadBalancerIP".to_string(),
             |k| format!("metadata.annotations[{k}]"),
@@ -468,6 +471,22 @@ mod tests {
         assert_eq!(
             intent.requested_from.as_deref(),
             Some("metadata.annotations[metallb.io/loadBalancerIPs]")
+        );
+        // An empty ferrolb annotation hides MetalLB's: the address is spec's.
+        s.spec.as_mut().unwrap().load_balancer_ip = Some("192.0.2.8".into());
+        s.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(LOAD_BALANCER_IPS.to_string(), " ".to_string());
+        let intent = build(&s, &[], &[]).unwrap();
+        assert_eq!(
+            intent.requested_addresses,
+            ["192.0.2.8".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(
+            intent.requested_from.as_deref(),
+            Some("spec.loadBalancerIP")
         );
     }
 
