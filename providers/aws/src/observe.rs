@@ -434,44 +434,20 @@ pub async fn tags_of(
 }
 
 /// What this cluster owns, per Service: load balancers and target groups,
-/// found by listing them all and reading their tags (20 per call).
+/// found by a fresh listing of them all ([`crate::snapshot::list`]) and
+/// their tags (20 per call).
 pub async fn owned(
     cloud: &Cloud,
     cluster: &str,
 ) -> Result<BTreeMap<ServiceKey, (Vec<String>, Vec<String>)>, ProviderError> {
-    let mut lbs = Vec::new();
-    let mut pages = cloud
-        .elbv2
-        .describe_load_balancers()
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = cloud
-            .elb("DescribeLoadBalancers", std::future::ready(page))
-            .await?;
-        lbs.extend(
-            page.load_balancers()
-                .iter()
-                .filter_map(|l| l.load_balancer_arn().map(str::to_string)),
-        );
-    }
-    let mut tgs = Vec::new();
-    let mut pages = cloud.elbv2.describe_target_groups().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = cloud
-            .elb("DescribeTargetGroups", std::future::ready(page))
-            .await?;
-        tgs.extend(
-            page.target_groups()
-                .iter()
-                .filter_map(|t| t.target_group_arn().map(str::to_string)),
-        );
-    }
-    let all: Vec<String> = lbs.iter().chain(tgs.iter()).cloned().collect();
+    let account = crate::snapshot::list(cloud).await?;
+    let all: Vec<String> = account.arns().cloned().collect();
     let tags = tags_of(cloud, &all).await?;
-    Ok(owners_of(&lbs, &tgs, |arn| {
-        tags.get(arn).and_then(|t| tags::owner(t, cluster))
-    }))
+    Ok(owners_of(
+        account.load_balancers.keys(),
+        account.target_groups.keys(),
+        |arn| tags.get(arn).and_then(|t| tags::owner(t, cluster)),
+    ))
 }
 
 /// The load balancers and target groups of each Service, by `owner` (which
