@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use ferrolb::cache::list_all;
 use ferrolb_e2e::fixtures::{self, EndpointSpec};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Service;
@@ -382,20 +383,8 @@ pub async fn wait_all_addressed(
 
 /// How many Services the list shows with an address (paged).
 pub async fn count_addressed(api: &Api<Service>) -> Result<usize> {
-    let mut n = 0;
-    let mut params = kube::api::ListParams::default().limit(1000);
-    loop {
-        let page = api.list(&params).await?;
-        n += page
-            .items
-            .iter()
-            .filter(|s| !ingress_ips(s).is_empty())
-            .count();
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(c) => params = params.continue_token(&c),
-            None => return Ok(n),
-        }
-    }
+    let addressed = list_all(api, |s| (!ingress_ips(&s).is_empty()).then_some(())).await?;
+    Ok(addressed.len())
 }
 
 /// `ferrolb controller` for the suite: bare metal, no leader election, info
@@ -732,25 +721,16 @@ pub async fn steady_state(
 async fn list_everything(client: &Client) -> Result<()> {
     use k8s_openapi::api::core::v1::Node;
     use k8s_openapi::api::discovery::v1::EndpointSlice;
-    async fn all<K>(api: Api<K>) -> Result<usize>
-    where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
-        let mut n = 0;
-        let mut params = kube::api::ListParams::default().limit(500);
-        loop {
-            let page = api.list(&params).await?;
-            n += page.items.len();
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(c) => params = params.continue_token(&c),
-                None => return Ok(n),
-            }
-        }
-    }
+    let (services, nodes, slices) = (
+        Api::<Service>::all(client.clone()),
+        Api::<Node>::all(client.clone()),
+        Api::<EndpointSlice>::all(client.clone()),
+    );
+    // Read and decoded; nothing kept.
     let (a, b, c) = tokio::join!(
-        all(Api::<Service>::all(client.clone())),
-        all(Api::<Node>::all(client.clone())),
-        all(Api::<EndpointSlice>::all(client.clone())),
+        list_all(&services, |_| None::<()>),
+        list_all(&nodes, |_| None::<()>),
+        list_all(&slices, |_| None::<()>),
     );
     a?;
     b?;
