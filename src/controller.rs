@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use ferrolb_aws::{AwsConfig, AwsProvider};
 use ferrolb_baremetal::{BareMetalConfig, BareMetalProvider};
 use ferrolb_provider_api::{
-    IpFamily, IpFamilyPolicy, LoadBalancerIntent, OwnedService, Provider, TrafficPolicy,
+    Fence, IpFamily, IpFamilyPolicy, LoadBalancerIntent, OwnedService, Provider, TrafficPolicy,
 };
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -60,7 +60,27 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let identity = leader_election_identity.unwrap_or_else(default_identity);
     // First of all, so no SIGTERM can find the default handler.
     let signal = crate::shutdown_signal().context("installing signal handlers")?;
-    let client = crate::limited_client(kubeconfig.as_deref(), kube_api_qps, kube_api_burst).await?;
+    // Closed until this replica holds the Lease; the elector keeps it.
+    let fence = if leader_election {
+        Fence::closed()
+    } else {
+        Fence::always_open()
+    };
+    let printable: String = identity
+        .chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .collect();
+    let user_agent = format!(
+        "ferrolb/{} (controller; {printable})",
+        env!("CARGO_PKG_VERSION")
+    );
+    let kube_config = crate::client_config(kubeconfig.as_deref(), &user_agent).await?;
+    let client = crate::controller_client(
+        kube_config.clone(),
+        kube_api_qps,
+        kube_api_burst,
+        fence.clone(),
+    )?;
 
     // Building a provider makes no call; it acts only once this replica leads.
     let provider: Arc<dyn Provider> = match provider_kind {
@@ -74,6 +94,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         ProviderKind::Aws => Arc::new(
             AwsProvider::new(AwsConfig {
                 cluster_name: cluster_name.clone(),
+                fence: fence.clone(),
             })
             .await
             .with_ensure_cache(aws_ensure_cache),
@@ -93,9 +114,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     });
 
     info!(class = %config.class, default_class, provider = provider_kind.as_str(), %cluster_name, %identity, "starting controller");
+    // The Lease has a client of its own: unfenced (its renewals open the
+    // fence) and unlimited (a busy controller must not starve them).
+    let lease_client = kube::Client::try_from(kube_config)?;
     let mut elector = leader_election.then(|| {
         LeaderElector::new(
-            client.clone(),
+            lease_client,
             LeaseConfig {
                 namespace: leader_election_namespace,
                 name: leader_election_name,
@@ -103,6 +127,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 lease_duration,
                 retry_period: lease_retry_period,
             },
+            fence,
         )
     });
     if let Some(elector) = elector.as_mut() {

@@ -5,9 +5,16 @@
 //! clock skew between replicas does not matter. A leader that cannot renew
 //! within the renew deadline (two thirds of the lease duration) gives up before
 //! anyone else may take over, and the caller stops acting at once.
+//!
+//! The elector also keeps the replica's [`Fence`]: open until the renew
+//! deadline of the last round that held the Lease, counted from when that
+//! round started. The controller's clients check it before every request, so
+//! a leader that stalls past its deadline sends nothing more even before this
+//! loop wakes up to notice.
 
 use std::time::Duration;
 
+use ferrolb_provider_api::Fence;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
@@ -35,14 +42,19 @@ pub struct LeaderElector {
     cfg: LeaseConfig,
     /// The last Lease record we saw and when we saw it change.
     observed: Option<(LeaseSpec, Instant)>,
+    fence: Fence,
 }
 
 impl LeaderElector {
-    pub fn new(client: kube::Client, cfg: LeaseConfig) -> Self {
+    /// `client` must not be fenced by `fence`: it renews the Lease that
+    /// opens it.
+    pub fn new(client: kube::Client, cfg: LeaseConfig, fence: Fence) -> Self {
+        fence.close();
         Self {
             api: Api::namespaced(client, &cfg.namespace),
             cfg,
             observed: None,
+            fence,
         }
     }
 
@@ -76,12 +88,14 @@ impl LeaderElector {
             match self.try_acquire_or_renew().await {
                 Ok(true) => last_renew = Instant::now(),
                 Ok(false) => {
+                    self.fence.close();
                     warn!(lease = %self.cfg.name, "another replica holds the lease");
                     return;
                 }
                 Err(e) => warn!(error = %e, "renewing the lease failed"),
             }
             if last_renew.elapsed() > self.cfg.renew_deadline() {
+                self.fence.close();
                 warn!(lease = %self.cfg.name, "could not renew the lease in time");
                 return;
             }
@@ -90,6 +104,8 @@ impl LeaderElector {
 
     /// Gives the Lease up so a standby takes over at once (on graceful stop).
     pub async fn release(&mut self) {
+        // Nothing of ours may land once a standby can take over.
+        self.fence.close();
         let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.name).await else {
             return;
         };
@@ -110,8 +126,19 @@ impl LeaderElector {
         }
     }
 
-    /// One round of the election: Ok(true) when we hold the Lease afterwards.
+    /// One round of the election: Ok(true) when we hold the Lease afterwards,
+    /// and then the fence is open until the renew deadline from the round's
+    /// start (the record others see can be no older than that).
     async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
+        let started = std::time::Instant::now();
+        let held = self.round().await?;
+        if held {
+            self.fence.open_until(started + self.cfg.renew_deadline());
+        }
+        Ok(held)
+    }
+
+    async fn round(&mut self) -> Result<bool, kube::Error> {
         let now = MicroTime(Timestamp::now());
         let duration_secs =
             i32::try_from(self.cfg.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crd_docs;
 pub mod crds;
 pub mod error;
+pub mod fence;
 pub mod intent;
 pub mod leader;
 pub mod metrics;
@@ -69,21 +70,46 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(config(kubeconfig).await?)?)
 }
 
-/// [`client`], with requests limited to `qps` a second after a burst of
-/// `burst` (no limit when `qps` is 0).
-pub async fn limited_client(
-    kubeconfig: Option<&Path>,
+/// The controller's client for its work: requests limited to `qps` a second
+/// after a burst of `burst` (no limit when `qps` is 0), and every attempt
+/// refused once `fence` is closed. `config` comes from [`client_config`].
+pub fn controller_client(
+    mut config: kube::Config,
     qps: f64,
     burst: u32,
+    fence: ferrolb_provider_api::Fence,
 ) -> anyhow::Result<kube::Client> {
-    if qps <= 0.0 {
-        return client(kubeconfig).await;
-    }
-    Ok(
-        kube::client::ClientBuilder::try_from(config(kubeconfig).await?)?
+    use kube::client::retry::RetryPolicy;
+    // kube's own retry (on 429, 503 and 504) sits beneath any layer added
+    // here, so a request refused before the fence closed could be sent again
+    // after. The same policy goes above the fence instead, which then sees
+    // every attempt. The retry clones the service; the buffer makes that cheap.
+    config.default_retry = false;
+    let builder = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&tower::buffer::BufferLayer::new(1024))
+        .with_layer(&fence::FenceLayer::new(fence))
+        .with_layer(&tower::retry::RetryLayer::new(RetryPolicy::server_retry()));
+    Ok(if qps > 0.0 {
+        builder
             .with_layer(&ratelimit::RateLimitLayer::new(qps, burst))
-            .build(),
-    )
+            .build()
+    } else {
+        builder.build()
+    })
+}
+
+/// The configuration from [`client`]'s kubeconfig chain, with a User-Agent
+/// that says which replica sends (the apiserver's audit log and metrics
+/// record it).
+pub async fn client_config(
+    kubeconfig: Option<&Path>,
+    user_agent: &str,
+) -> anyhow::Result<kube::Config> {
+    let mut config = config(kubeconfig).await?;
+    let value = http::HeaderValue::from_str(user_agent)
+        .with_context(|| format!("{user_agent:?} is not a valid User-Agent"))?;
+    config.headers.push((http::header::USER_AGENT, value));
+    Ok(config)
 }
 
 async fn config(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Config> {

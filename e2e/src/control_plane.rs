@@ -64,12 +64,23 @@ impl ControlPlane {
     /// Starts etcd and kube-apiserver and waits until the apiserver is ready and the
     /// namespaces `default` and `kube-system` exist.
     pub async fn start() -> Result<ControlPlane> {
+        Self::start_with(false).await
+    }
+
+    /// [`start`](Self::start), with the apiserver writing an audit log
+    /// ([`audit_log`](Self::audit_log)): one JSON line per request, with its
+    /// verb, object, User-Agent, status and when it completed.
+    pub async fn start_audited() -> Result<ControlPlane> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(audit: bool) -> Result<ControlPlane> {
         crate::install_crypto_provider();
         let bin_dir = binaries::control_plane_bin_dir().await?;
         let started = Instant::now();
         let mut attempt = 1;
         loop {
-            match Self::start_once(&bin_dir).await {
+            match Self::start_once(&bin_dir, audit).await {
                 Ok(cp) => {
                     tracing::info!(
                         elapsed = ?started.elapsed(),
@@ -91,7 +102,7 @@ impl ControlPlane {
         }
     }
 
-    async fn start_once(bin_dir: &Path) -> Result<ControlPlane, StartError> {
+    async fn start_once(bin_dir: &Path, audit: bool) -> Result<ControlPlane, StartError> {
         let mut cp = Self::prepare(bin_dir).map_err(StartError::Failed)?;
         let [etcd_client_port, etcd_peer_port, apiserver_port] =
             ports::free_ports().map_err(StartError::Failed)?;
@@ -106,6 +117,17 @@ impl ControlPlane {
         }
 
         cp.apiserver_args = apiserver_args(&cp.dir_path, &etcd_url, apiserver_port);
+        if audit {
+            let policy = cp.dir_path.join("audit-policy.yaml");
+            std::fs::write(&policy, AUDIT_POLICY)
+                .context("writing the audit policy")
+                .map_err(StartError::Failed)?;
+            cp.apiserver_args.extend([
+                flag("--audit-policy-file", &policy),
+                flag("--audit-log-path", cp.audit_log()),
+                "--audit-log-format=json".into(),
+            ]);
+        }
         cp.spawn_apiserver().map_err(StartError::Failed)?;
         if let Err(err) = cp.wait_apiserver_ready(APISERVER_TIMEOUT).await {
             return Err(start_error(KUBE_APISERVER, err, &cp.apiserver_log(), 0));
@@ -207,6 +229,12 @@ impl ControlPlane {
                 }
             }
         }
+    }
+
+    /// Where [`start_audited`](Self::start_audited)'s apiserver writes its
+    /// audit log.
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir_path.join("audit.log")
     }
 
     fn apiserver_log(&self) -> PathBuf {
@@ -352,6 +380,15 @@ fn etcd_command(bin_dir: &Path, dir: &Path, client_url: &str, peer_port: u16) ->
         .arg("--log-level=warn");
     cmd
 }
+
+/// Every request at the Metadata level, logged once it completed.
+const AUDIT_POLICY: &str = "\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+";
 
 fn apiserver_args(dir: &Path, etcd_url: &str, port: u16) -> Vec<OsString> {
     let certs = dir.join("certs");

@@ -111,6 +111,24 @@ impl FerrolbProcess {
         self.child.kill().await
     }
 
+    /// SIGSTOP: the process stays, frozen, until [`resume`](Self::resume),
+    /// as a stalled node or VM would leave it.
+    pub fn pause(&self) -> Result<()> {
+        self.signal(rustix::process::Signal::STOP)
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) -> Result<()> {
+        self.signal(rustix::process::Signal::CONT)
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) -> Result<()> {
+        let pid =
+            rustix::process::Pid::from_raw(self.pid() as i32).context("the process has no pid")?;
+        rustix::process::kill_process(pid, signal)
+            .with_context(|| format!("sending {signal:?} to {}", self.pid()))
+    }
+
     /// SIGTERM, then wait up to [`TERMINATE_GRACE`]; SIGKILL if it is still running.
     pub async fn terminate(&mut self) -> Result<ExitStatus> {
         self.child.terminate(TERMINATE_GRACE).await

@@ -33,7 +33,16 @@ pub struct Env {
 impl Env {
     /// A fresh control plane with the CRDs installed and a namespace `test`.
     pub async fn start() -> Result<Env> {
-        let cp = ControlPlane::start().await?;
+        Self::on(ControlPlane::start().await?).await
+    }
+
+    /// [`start`](Self::start), with the apiserver's audit log on
+    /// ([`ControlPlane::audit_log`]).
+    pub async fn start_audited() -> Result<Env> {
+        Self::on(ControlPlane::start_audited().await?).await
+    }
+
+    async fn on(cp: ControlPlane) -> Result<Env> {
         let client = cp.client().await?;
         install_crds(&client).await?;
         fixtures::create_namespace(&client, "test").await?;

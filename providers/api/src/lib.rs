@@ -8,9 +8,11 @@
 //! not on each other.
 
 mod error;
+mod fence;
 mod intent;
 
 pub use error::{ErrorClass, ProviderError};
+pub use fence::{Fence, Fenced};
 pub use intent::{
     Endpoint, IpFamily, IpFamilyPolicy, LoadBalancerIntent, NodeTarget, PortIntent, Protocol,
     ServiceKey, TrafficPolicy,

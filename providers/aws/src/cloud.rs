@@ -4,8 +4,10 @@
 use std::fmt::Debug;
 use std::future::Future;
 
-use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use ferrolb_provider_api::ProviderError;
+use aws_sdk_ec2::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_ec2::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_ec2::error::{BoxError, ProvideErrorMetadata, SdkError};
+use ferrolb_provider_api::{Fence, ProviderError};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -134,11 +136,37 @@ impl From<CallError> for ProviderError {
     }
 }
 
+/// Refuses each attempt of every call, unsent, once the replica's fence is
+/// closed; the SDK's own retries go through it too.
+#[derive(Debug)]
+struct FenceCheck(Fence);
+
+impl Intercept for FenceCheck {
+    fn name(&self) -> &'static str {
+        "FenceCheck"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        Ok(self.0.check()?)
+    }
+}
+
 impl Cloud {
-    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+    pub fn new(sdk: &aws_config::SdkConfig, fence: &Fence) -> Self {
+        let elbv2 = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
+            .interceptor(FenceCheck(fence.clone()))
+            .build();
+        let ec2 = aws_sdk_ec2::config::Builder::from(sdk)
+            .interceptor(FenceCheck(fence.clone()))
+            .build();
         Self {
-            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(sdk),
-            ec2: aws_sdk_ec2::Client::new(sdk),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::from_conf(elbv2),
+            ec2: aws_sdk_ec2::Client::from_conf(ec2),
             calls: Family::default(),
         }
     }

@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
 use ferrolb_provider_api::{
-    Ingress, LoadBalancerIntent, LoadBalancerStatus, OwnedService, Provider, ProviderError,
+    Fence, Ingress, LoadBalancerIntent, LoadBalancerStatus, OwnedService, Provider, ProviderError,
     ServiceKey,
 };
 use tracing::{debug, info, warn};
@@ -34,6 +34,9 @@ const SUBNET_CACHE_TTL: Duration = Duration::from_secs(300);
 #[derive(Clone, Debug)]
 pub struct AwsConfig {
     pub cluster_name: String,
+    /// Checked before every call is sent ([`Fence::always_open`] without
+    /// leader election).
+    pub fence: Fence,
 }
 
 /// `ferrolb_aws_ensures_total`: which path each ensure took.
@@ -97,7 +100,7 @@ impl AwsProvider {
     }
 
     pub fn from_sdk(sdk: &aws_config::SdkConfig, config: AwsConfig) -> Self {
-        let cloud = Cloud::new(sdk);
+        let cloud = Cloud::new(sdk, &config.fence);
         Self {
             reads: observe::Reads::new(&cloud),
             snapshots: Snapshots::new(&cloud),
