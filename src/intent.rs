@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ferrolb_provider_api::{
     Endpoint, IpFamily, IpFamilyPolicy, LoadBalancerIntent, NodeTarget, PortIntent, Protocol,
-    ServiceKey, TrafficPolicy,
+    ServiceKey, TrafficPolicy, quote,
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -241,12 +241,9 @@ pub fn requested_addresses(
     };
     let mut out: Vec<IpAddr> = Vec::new();
     for s in raw {
-        let ip: IpAddr = s.parse().map_err(|_| {
-            // A huge value would push the problem out of the Event's note.
-            let shown: String = s.chars().take(64).collect();
-            let more = if shown.len() < s.len() { "…" } else { "" };
-            invalid(&field, format!("{shown:?}{more} is not an IP address"))
-        })?;
+        let ip: IpAddr = s
+            .parse()
+            .map_err(|_| invalid(&field, format!("{} is not an IP address", quote(s))))?;
         let family = IpFamily::of(&ip);
         if out.iter().any(|o| IpFamily::of(o) == family) {
             return Err(invalid(

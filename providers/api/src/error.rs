@@ -2,6 +2,17 @@
 
 use std::time::Duration;
 
+/// A value the user wrote, as an error shows it: quoted (so blanks and
+/// control characters are visible) and cut at 64 characters, so that a huge
+/// value cannot push the problem out of an Event's note or a status field.
+pub fn quote(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}…", &s[..cut]),
+        None => format!("{s:?}"),
+    }
+}
+
 /// What the controller does after an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorClass {

@@ -11,7 +11,7 @@ mod error;
 mod fence;
 mod intent;
 
-pub use error::{ErrorClass, ProviderError};
+pub use error::{ErrorClass, ProviderError, quote};
 pub use fence::{Fence, Fenced};
 pub use intent::{
     Endpoint, IpFamily, IpFamilyPolicy, LoadBalancerIntent, NodeTarget, PortIntent, Protocol,

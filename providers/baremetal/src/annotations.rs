@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ferrolb_provider_api::ProviderError;
+use ferrolb_provider_api::{ProviderError, quote};
 
 /// Take addresses only from this pool.
 pub const POOL: &str = "ferrolb.io/pool";
@@ -62,10 +62,9 @@ fn lookup(
     };
     let value = value.trim();
     if !valid(value) {
-        let shown: String = value.chars().take(64).collect();
         return Err(ProviderError::invalid(
             format!("metadata.annotations[{key}]"),
-            format!("{shown:?} is not {what}"),
+            format!("{} is not {what}", quote(value)),
         ));
     }
     Ok(Some(value.to_string()))

@@ -12,16 +12,7 @@ pub(super) fn field(key: &str) -> String {
     format!("metadata.annotations[{key}]")
 }
 
-/// A value as shown in an error: quoted, cut at 64 characters.
-pub(super) fn quote(s: &str) -> String {
-    const MAX: usize = 64;
-    if s.chars().count() > MAX {
-        let cut: String = s.chars().take(MAX).collect();
-        format!("{cut:?}…")
-    } else {
-        format!("{s:?}")
-    }
-}
+pub(super) use ferrolb_provider_api::quote;
 
 /// Looks annotations up and remembers which keys were asked for, so a test can
 /// check that every key read is documented.

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ferrolb_provider_api::IpFamily;
+use ferrolb_provider_api::{IpFamily, quote};
 
 /// The address as a number (an IPv4 address fills the low 32 bits).
 pub(crate) fn to_u128(ip: &IpAddr) -> u128 {
@@ -54,7 +54,7 @@ impl AddrRange {
     /// with it.
     pub fn parse(s: &str) -> Result<AddrRange, String> {
         let entry = s.trim();
-        let fail = |why: String| format!("{entry:?}: {why}");
+        let fail = |why: String| format!("{}: {why}", quote(entry));
         if entry.is_empty() {
             return Err(format!(
                 "{entry:?}: empty entry; write a CIDR such as 192.168.10.0/24 or a range such as 192.168.10.1-192.168.10.9"
@@ -74,7 +74,7 @@ impl AddrRange {
             };
             let len: u32 = prefix
                 .parse()
-                .map_err(|_| fail(format!("prefix length {prefix:?} is not a number")))?;
+                .map_err(|_| fail(format!("prefix length {} is not a number", quote(prefix))))?;
             if len > bits {
                 let family = IpFamily::of(&addr);
                 return Err(fail(format!(
@@ -184,7 +184,7 @@ fn parse_ip(s: &str, what: &str) -> Result<IpAddr, String> {
         return Err(format!("{what} is missing"));
     }
     s.parse()
-        .map_err(|_| format!("{what} {s:?} is not an IPv4 or IPv6 address"))
+        .map_err(|_| format!("{what} {} is not an IPv4 or IPv6 address", quote(s)))
 }
 
 /// Sorted, disjoint, non-adjacent spans of one family: the addresses of a pool.
