@@ -190,3 +190,120 @@ async fn routes_reach_bird_too() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// A BGPPeer whose password Secret is missing is reported, on every node, in
+/// its status (state `Invalid`, the problem in `lastError`) and in a Warning
+/// Event; the other peer keeps its routes. Once the Secret exists (and the
+/// peer is touched, so the speakers read it now rather than within the
+/// minute), the entries leave `Invalid`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_with_a_missing_password_secret_is_reported_and_others_still_peer() -> Result<()> {
+    use ferrolb_baremetal::crd::{BGPPeer, BGPPeerSpec, SecretReference};
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+
+    check_tools()?;
+    let (mut c, vip) = L2Cluster::start_with_web(3).await?;
+    let _router = start_router(&mut c).await?;
+    configure_bgp(&c, &[]).await?;
+    let client = c.env.client.clone();
+    let peers: Api<BGPPeer> = Api::all(client.clone());
+    peers
+        .create(
+            &PostParams::default(),
+            &BGPPeer::new(
+                "guarded",
+                BGPPeerSpec {
+                    my_asn: 64512,
+                    peer_asn: 64513,
+                    // Nobody listens there; the session only has to be tried.
+                    peer_address: "192.0.2.254".into(),
+                    password_secret: Some(SecretReference {
+                        name: "bgp-password".into(),
+                    }),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await?;
+
+    let states = |peers: Api<BGPPeer>| async move {
+        let status = peers.get("guarded").await?.status.unwrap_or_default();
+        anyhow::Ok(status.nodes)
+    };
+    let nodes = wait_for(
+        "three Invalid entries on the guarded peer",
+        WAIT,
+        || async {
+            let nodes = states(peers.clone()).await?;
+            Ok((nodes.len() == 3 && nodes.iter().all(|n| n.state == "Invalid")).then_some(nodes))
+        },
+    )
+    .await
+    .with_context(|| c.logs())?;
+    for n in &nodes {
+        let err = n.last_error.as_deref().unwrap_or_default();
+        assert!(
+            err.contains("spec.passwordSecret") && err.contains("bgp-password"),
+            "{}: {err}",
+            n.node
+        );
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let note = wait_for("an InvalidBGPPeer Event", WAIT, || async {
+        Ok(events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("InvalidBGPPeer")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("guarded")
+            })
+            .and_then(|e| e.note))
+    })
+    .await?;
+    assert!(note.contains("spec.passwordSecret"), "{note}");
+    // The good peer still has every node's route.
+    let prefix = format!("{vip}/32");
+    let all = node_ips(&c, &["node-0", "node-1", "node-2"]);
+    wait_for("three paths at gobgpd", WAIT, || async {
+        Ok((next_hops(&c, &prefix)? == all).then_some(()))
+    })
+    .await
+    .with_context(|| c.logs())?;
+
+    ferrolb_e2e::fixtures::create_namespace(&client, "ferrolb-system").await?;
+    Api::<Secret>::namespaced(client.clone(), "ferrolb-system")
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("bgp-password".into()),
+                    ..Default::default()
+                },
+                string_data: Some([("password".to_string(), "s3cret".to_string())].into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    peers
+        .patch(
+            "guarded",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"touched": "1"}}})),
+        )
+        .await?;
+    wait_for(
+        "the guarded peer's entries to leave Invalid",
+        WAIT,
+        || async {
+            let nodes = states(peers.clone()).await?;
+            Ok((nodes.len() == 3 && nodes.iter().all(|n| n.state != "Invalid")).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| c.logs())?;
+    Ok(())
+}

@@ -605,6 +605,9 @@ struct BgpSide {
     /// never waits on the apiserver.
     passwords: Arc<std::sync::Mutex<HashMap<String, PasswordRead>>>,
     warned: BTreeMap<String, String>,
+    /// Peers selecting this node that it cannot use, with the problem: shown
+    /// in their status and, when new, in a Warning Event.
+    invalid: BTreeMap<String, String>,
     updates_seen: HashMap<String, u64>,
     /// What this node last wrote in each peer's status, and when.
     written: HashMap<String, (BGPSessionStatus, std::time::Instant)>,
@@ -716,32 +719,32 @@ impl BgpSide {
             _ => router_id_from_name(me),
         };
         let mut want = BTreeMap::new();
+        let mut invalid = BTreeMap::new();
         for peer in world.bgp_peers.state() {
             let name = peer.name_any();
-            match bgp::selects(&peer, labels) {
-                Ok(true) => {}
+            let problem = match bgp::selects(&peer, labels) {
+                Ok(true) => match self.password(client, &peer, namespace, changed) {
+                    None => continue,
+                    Some(Ok(password)) => match bgp::peer_config(&peer, router_id, password) {
+                        Ok(cfg) => {
+                            self.warned.remove(&name);
+                            want.insert(name, cfg);
+                            continue;
+                        }
+                        Err(e) => e,
+                    },
+                    Some(Err(e)) => e,
+                },
                 Ok(false) => continue,
-                Err(e) => {
-                    bgp::warn_once(&mut self.warned, &name, &e);
-                    continue;
-                }
-            }
-            let password = match self.password(client, &peer, namespace, changed) {
-                None => continue,
-                Some(Ok(p)) => p,
-                Some(Err(e)) => {
-                    bgp::warn_once(&mut self.warned, &name, &e);
-                    continue;
-                }
+                Err(e) => e,
             };
-            match bgp::peer_config(&peer, router_id, password) {
-                Ok(cfg) => {
-                    self.warned.remove(&name);
-                    want.insert(name, cfg);
-                }
-                Err(e) => bgp::warn_once(&mut self.warned, &name, &e),
+            bgp::warn_once(&mut self.warned, &name, &problem);
+            if self.invalid.get(&name) != Some(&problem) {
+                report_invalid_peer(client, &peer, me, &problem);
             }
+            invalid.insert(name, problem);
         }
+        self.invalid = invalid;
         {
             let peers: BTreeSet<String> = world
                 .bgp_peers
@@ -775,15 +778,34 @@ impl BgpSide {
     /// This node's entry in each peer's `status.nodes`, by server-side apply
     /// with a field manager of its own, so each node owns exactly its entry.
     fn write_status(&mut self, client: &kube::Client, me: &str) {
-        let statuses = self.sessions.statuses();
+        let mut statuses: BTreeMap<String, BGPSessionStatus> = self
+            .sessions
+            .statuses()
+            .into_iter()
+            .map(|(peer, s)| {
+                let entry = BGPSessionStatus {
+                    node: me.to_string(),
+                    state: s.state.as_str().to_string(),
+                    last_error: s.last_error.clone(),
+                    prefixes: s.advertised as u32,
+                };
+                (peer, entry)
+            })
+            .collect();
+        for (peer, problem) in &self.invalid {
+            statuses.insert(
+                peer.clone(),
+                BGPSessionStatus {
+                    node: me.to_string(),
+                    state: INVALID.to_string(),
+                    last_error: Some(problem.clone()),
+                    prefixes: 0,
+                },
+            );
+        }
         let mut writes: Vec<(String, Option<BGPSessionStatus>)> = Vec::new();
-        for (peer, s) in &statuses {
-            let entry = BGPSessionStatus {
-                node: me.to_string(),
-                state: s.state.as_str().to_string(),
-                last_error: s.last_error.clone(),
-                prefixes: s.advertised as u32,
-            };
+        for (peer, entry) in statuses.iter() {
+            let entry = entry.clone();
             let due = match self.written.get(peer) {
                 None => true,
                 Some((old, _)) if *old == entry => false,
@@ -871,6 +893,38 @@ impl BgpSide {
             }
         }
     }
+}
+
+/// The state of a peer's status entry when this node cannot use the peer
+/// (a missing password Secret, an address that does not parse); `lastError`
+/// says why.
+const INVALID: &str = "Invalid";
+
+/// A Warning Event on the BGPPeer, `InvalidBGPPeer`, saying what this node
+/// cannot use it for. Sent in the background; the status entry says the same.
+fn report_invalid_peer(client: &kube::Client, peer: &BGPPeer, me: &str, problem: &str) {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "ferrolb-speaker".into(),
+            instance: Some(me.to_string()),
+        },
+    );
+    let reference = peer.object_ref(&());
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "InvalidBGPPeer".into(),
+        note: Some(format!("node {me} cannot peer: {problem}")),
+        action: "Peer".into(),
+        secondary: None,
+    };
+    let peer = peer.name_any();
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(%peer, error = %e, "publishing an event failed");
+        }
+    });
 }
 
 /// This node's field manager for the entries it owns; the apiserver takes at

@@ -205,7 +205,9 @@ pub struct BGPPeerStatus {
 #[serde(rename_all = "camelCase")]
 pub struct BGPSessionStatus {
     pub node: String,
-    /// `Idle`, `Connect`, `OpenSent`, `OpenConfirm` or `Established`.
+    /// `Idle`, `Connect`, `OpenSent`, `OpenConfirm` or `Established`; or
+    /// `Invalid` when this node cannot use the peer (`lastError` says why,
+    /// e.g. its password Secret is missing).
     pub state: String,
     /// Why the last session ended or could not be made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
