@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use common::bad_input::{
-    CATALOGUE, Case, GOOD, HOLDERS, LONGEST_NAME, Make, REJECTED, create_good_pools, pool, service,
+    CATALOGUE, Case, GOOD, HOLDERS, LONGEST_NAME, Make, REJECTED, create_good_pools, doc_rows,
+    pool, service,
 };
 use common::{Env, WAIT, WithLog, events_for, ingress_ips};
 use ferrolb_baremetal::crd::IPPool;
@@ -278,18 +279,10 @@ async fn bad_input_is_reported_and_creates_nothing() -> Result<()> {
 /// description and a note holding the same words.
 #[test]
 fn the_doc_lists_the_catalogue() -> Result<()> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/reliability.md");
-    let doc = std::fs::read_to_string(&path).with_context(|| format!("reading {path:?}"))?;
-    let rows: Vec<Vec<String>> = doc
-        .lines()
-        .filter(|l| l.starts_with("| `"))
-        .map(|l| {
-            l.trim_matches('|')
-                .split(" | ")
-                .map(|c| c.trim().replace("\\|", "|"))
-                .collect()
-        })
-        .collect();
+    let rows = doc_rows(
+        "## The bad-input catalogue (bare metal)",
+        Some("## The bad-input catalogue (AWS)"),
+    )?;
     let cases: Vec<&Case> = CATALOGUE.iter().chain(REJECTED).collect();
     let doc_names: Vec<&str> = rows.iter().map(|r| r[0].trim_matches('`')).collect();
     let names: Vec<&str> = cases.iter().map(|c| c.name).collect();

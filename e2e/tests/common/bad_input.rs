@@ -708,3 +708,31 @@ pub fn pool(name: &str, tweak: fn(&mut IPPoolSpec)) -> IPPool {
     tweak(&mut spec);
     IPPool::new(name, spec)
 }
+
+/// The rows of the tables in docs/reliability.md from the heading `from` on,
+/// up to the heading `until` (the next heading when `None`), each split into
+/// its cells.
+pub fn doc_rows(from: &str, until: Option<&str>) -> Result<Vec<Vec<String>>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/reliability.md");
+    let doc = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let mut lines = doc.lines().skip_while(|l| *l != from);
+    anyhow::ensure!(
+        lines.next().is_some(),
+        "{} has no heading {from:?}",
+        path.display()
+    );
+    Ok(lines
+        .take_while(|l| match until {
+            Some(until) => *l != until,
+            None => !l.starts_with("## "),
+        })
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().replace("\\|", "|"))
+                .collect()
+        })
+        .collect())
+}
