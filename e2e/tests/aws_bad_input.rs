@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use aws_sdk_elasticloadbalancingv2::Client as Elb;
 use common::bad_input::{annotate, doc_rows, spec};
-use common::{Env, WithLog, events_for};
+use common::{Env, Foreign, WithLog, events_for};
 use ferrolb_e2e::moto::Moto;
 use ferrolb_e2e::{FerrolbProcess, fixtures, wait_for};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
@@ -489,6 +489,7 @@ async fn bad_aws_input_is_reported_and_creates_nothing() -> Result<()> {
     moto.run_node(&env.client, &seed, "node-b", "us-east-1b")
         .await?;
     let elb = Elb::new(&moto.sdk_config().await);
+    let foreign = Foreign::create(&env.client).await?;
     let vars = moto.env();
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut ctl = FerrolbProcess::spawn(
@@ -616,7 +617,7 @@ async fn bad_aws_input_is_reported_and_creates_nothing() -> Result<()> {
                 .unwrap_or_default();
             assert!(ingress.is_empty(), "{} got an ingress", case.name);
         }
-        Ok(())
+        foreign.assert_untouched().await
     };
     check.await.with_log(&ctl)?;
     assert!(

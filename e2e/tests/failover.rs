@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use common::{Env, WithLog, ingress_ips};
+use common::{Env, Foreign, WithLog, ingress_ips};
 use ferrolb_e2e::wait_for;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -128,6 +128,7 @@ async fn a_stalled_leader_lands_nothing_after_the_standby_takes_over() -> Result
     let env = Env::start_audited().await?;
     env.create_pool("default", &["10.10.0.0/24"], |_| {})
         .await?;
+    let foreign = Foreign::create(&env.client).await?;
     let mut one = env.elected_controller("one", LEASE)?;
     wait_for("one to lead", common::WAIT, || async {
         Ok(env.lease_holder().await?.filter(|h| h == "one"))
@@ -257,6 +258,8 @@ async fn a_stalled_leader_lands_nothing_after_the_standby_takes_over() -> Result
         live,
         "every address is held once: {after:?}"
     );
+
+    foreign.assert_untouched().await?;
 
     // The audit log: what `one` wrote, and when it landed.
     let events = audit_events(&env.cp.audit_log())?;

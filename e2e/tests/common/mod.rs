@@ -322,3 +322,38 @@ pub fn documented_metrics() -> Result<Vec<String>> {
     }
     Ok(names)
 }
+
+/// A LoadBalancer Service of another class, `example.com/other`, in a
+/// namespace of its own: ferrolb must never write it.
+pub struct Foreign {
+    api: Api<Service>,
+    version: String,
+}
+
+impl Foreign {
+    pub async fn create(client: &Client) -> Result<Foreign> {
+        fixtures::create_namespace(client, "elsewhere").await?;
+        let mut svc = fixtures::lb_service("elsewhere", "other-class", &[("TCP", 80)]);
+        svc.spec.as_mut().unwrap().load_balancer_class = Some("example.com/other".into());
+        let api: Api<Service> = Api::namespaced(client.clone(), "elsewhere");
+        let created = api
+            .create(&PostParams::default(), &svc)
+            .await
+            .context("creating the Service of another class")?;
+        Ok(Foreign {
+            api,
+            version: created.resource_version().unwrap_or_default(),
+        })
+    }
+
+    /// Fails when anyone wrote the Service since it was created.
+    pub async fn assert_untouched(&self) -> Result<()> {
+        let now = self.api.get("other-class").await?;
+        anyhow::ensure!(
+            now.resource_version().as_deref() == Some(self.version.as_str()),
+            "the Service of another class was written: {:?}",
+            now.metadata
+        );
+        Ok(())
+    }
+}
