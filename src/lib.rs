@@ -74,18 +74,36 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
 /// after a burst of `burst` (no limit when `qps` is 0), and every attempt
 /// refused once `fence` is closed. `config` comes from [`client_config`].
 pub fn controller_client(
-    mut config: kube::Config,
+    config: kube::Config,
     qps: f64,
     burst: u32,
     fence: ferrolb_provider_api::Fence,
 ) -> anyhow::Result<kube::Client> {
+    use kube::client::ConfigExt as _;
     use kube::client::retry::RetryPolicy;
-    // kube's own retry (on 429, 503 and 504) sits beneath any layer added
-    // here, so a request refused before the fence closed could be sent again
-    // after. The same policy goes above the fence instead, which then sees
-    // every attempt. The retry clones the service; the buffer makes that cheap.
-    config.default_retry = false;
-    let builder = kube::client::ClientBuilder::try_from(config)?
+    // kube's own stack, built here so that its TCP connections can be
+    // fenced (kube offers no way to wrap the connector it makes).
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.enforce_http(false);
+    let tls = config.rustls_https_connector_with_connector(fence::connector(tcp, fence.clone()))?;
+    let mut connector = hyper_timeout::TimeoutConnector::new(tls);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let http: hyper_util::client::legacy::Client<_, kube::client::Body> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    let service = tower::ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(http);
+    // The retry (kube's policy, on 429, 503 and 504) goes above the fence
+    // layer, so that each attempt is checked; it clones the service, which
+    // the buffer makes cheap.
+    let builder = kube::client::ClientBuilder::new(service, config.default_namespace.clone())
         .with_layer(&tower::buffer::BufferLayer::new(1024))
         .with_layer(&fence::FenceLayer::new(fence))
         .with_layer(&tower::retry::RetryLayer::new(RetryPolicy::server_retry()));
