@@ -12,7 +12,7 @@
 //!
 //! CI runs a short pass (`FUZZ_CASES`, 512 mutated inputs per target by
 //! default); a longer run is `FUZZ_CASES=200000 cargo test --release --test fuzz`.
-//! proptest writes a failing input, shrunk, under `proptest-regressions/`;
+//! proptest writes a failing input, shrunk, to `tests/fuzz.proptest-regressions`;
 //! checked in, it is replayed first on every later run.
 
 use std::collections::BTreeMap;

@@ -87,23 +87,7 @@ impl AwsEnv {
     }
 
     async fn wait_hostname(&self, name: &str) -> Result<String> {
-        let api = self.env.services();
-        wait_for(
-            &format!("a hostname on Service {name}"),
-            Duration::from_secs(90),
-            || {
-                let api = api.clone();
-                async move {
-                    let svc = api.get(name).await?;
-                    Ok(svc
-                        .status
-                        .and_then(|s| s.load_balancer)
-                        .and_then(|lb| lb.ingress)
-                        .and_then(|i| i.into_iter().find_map(|i| i.hostname)))
-                }
-            },
-        )
-        .await
+        common::wait_hostname(&self.env.services(), name).await
     }
 
     /// AWS calls so far, by operation (all outcomes).

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_elasticloadbalancingv2::Client as Elb;
-use common::bad_input::{annotate, doc_rows, spec};
-use common::{Env, Foreign, WithLog, events_for};
+use common::bad_input::{annotate, check_doc_table, doc_rows, spec};
+use common::{Env, Foreign, WithLog, events_for, wait_hostname};
 use ferrolb_e2e::moto::Moto;
-use ferrolb_e2e::{FerrolbProcess, fixtures, wait_for};
+use ferrolb_e2e::{FerrolbProcess, fixtures};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::PostParams;
@@ -569,23 +569,7 @@ async fn bad_aws_input_is_reported_and_creates_nothing() -> Result<()> {
 
         // The good ones have their load balancers ...
         for (name, _) in GOOD {
-            let api = env.services();
-            wait_for(
-                &format!("a hostname on {name}"),
-                Duration::from_secs(90),
-                || {
-                    let api = api.clone();
-                    async move {
-                        let svc = api.get(name).await?;
-                        Ok(svc
-                            .status
-                            .and_then(|s| s.load_balancer)
-                            .and_then(|lb| lb.ingress)
-                            .and_then(|i| i.into_iter().find_map(|i| i.hostname)))
-                    }
-                },
-            )
-            .await?;
+            wait_hostname(&env.services(), name).await?;
         }
         // ... and the account holds exactly theirs: nothing for a bad one.
         let lbs = elb.describe_load_balancers().send().await?;
@@ -632,20 +616,10 @@ async fn bad_aws_input_is_reported_and_creates_nothing() -> Result<()> {
 #[test]
 fn the_doc_lists_the_aws_catalogue() -> Result<()> {
     let rows = doc_rows(SECTION, None)?;
-    let names: Vec<&str> = rows.iter().map(|r| r[0].trim_matches('`')).collect();
-    let want: Vec<&str> = CATALOGUE.iter().map(|c| c.name).collect();
-    assert_eq!(names, want, "docs/reliability.md lists other AWS cases");
-    for (row, case) in rows.iter().zip(CATALOGUE) {
-        assert_eq!(row.len(), 3, "{}: three columns", case.name);
-        assert_eq!(row[1], case.wrong, "{}: what is wrong", case.name);
-        let note = row[2].replace('`', "");
-        for w in case.says {
-            assert!(
-                note.contains(w),
-                "{}: the doc's note lacks {w:?}: {note}",
-                case.name
-            );
-        }
-    }
+    let cases: Vec<(&str, &str, &[&str])> = CATALOGUE
+        .iter()
+        .map(|c| (c.name, c.wrong, c.says))
+        .collect();
+    check_doc_table(&rows, &cases);
     Ok(())
 }

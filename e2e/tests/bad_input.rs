@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use common::bad_input::{
-    CATALOGUE, Case, GOOD, HOLDERS, LONGEST_NAME, Make, REJECTED, create_good_pools, doc_rows,
-    pool, service,
+    CATALOGUE, Case, GOOD, HOLDERS, LONGEST_NAME, Make, REJECTED, check_doc_table,
+    create_good_pools, doc_rows, pool, service,
 };
 use common::{Env, WAIT, WithLog, events_for, ingress_ips};
 use ferrolb_baremetal::crd::IPPool;
@@ -283,21 +283,11 @@ fn the_doc_lists_the_catalogue() -> Result<()> {
         "## The bad-input catalogue (bare metal)",
         Some("## The bad-input catalogue (AWS)"),
     )?;
-    let cases: Vec<&Case> = CATALOGUE.iter().chain(REJECTED).collect();
-    let doc_names: Vec<&str> = rows.iter().map(|r| r[0].trim_matches('`')).collect();
-    let names: Vec<&str> = cases.iter().map(|c| c.name).collect();
-    assert_eq!(doc_names, names, "docs/reliability.md lists other cases");
-    for (row, case) in rows.iter().zip(cases) {
-        assert_eq!(row.len(), 3, "{}: three columns", case.name);
-        assert_eq!(row[1], case.wrong, "{}: what is wrong", case.name);
-        let note = row[2].replace('`', "");
-        for w in case.says {
-            assert!(
-                note.contains(w),
-                "{}: the doc's note lacks {w:?}: {note}",
-                case.name
-            );
-        }
-    }
+    let cases: Vec<(&str, &str, &[&str])> = CATALOGUE
+        .iter()
+        .chain(REJECTED)
+        .map(|c| (c.name, c.wrong, c.says))
+        .collect();
+    check_doc_table(&rows, &cases);
     Ok(())
 }

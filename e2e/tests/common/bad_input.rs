@@ -736,3 +736,23 @@ pub fn doc_rows(from: &str, until: Option<&str>) -> Result<Vec<Vec<String>>> {
         })
         .collect())
 }
+
+/// Checks a catalogue against the doc's rows: the same cases in the same
+/// order, each with the same description and a note holding the same words.
+/// `cases` are (name, what is wrong, words).
+pub fn check_doc_table(rows: &[Vec<String>], cases: &[(&str, &str, &[&str])]) {
+    let doc_names: Vec<&str> = rows.iter().map(|r| r[0].trim_matches('`')).collect();
+    let names: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    assert_eq!(doc_names, names, "docs/reliability.md lists other cases");
+    for (row, (name, wrong, says)) in rows.iter().zip(cases) {
+        assert_eq!(row.len(), 3, "{name}: three columns");
+        assert_eq!(row[1], *wrong, "{name}: what is wrong");
+        let note = row[2].replace('`', "");
+        for w in *says {
+            assert!(
+                note.contains(w),
+                "{name}: the doc's note lacks {w:?}: {note}"
+            );
+        }
+    }
+}

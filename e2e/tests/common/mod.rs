@@ -358,3 +358,24 @@ impl Foreign {
         Ok(())
     }
 }
+
+/// Waits, 90 s at most, until the Service shows a hostname (an NLB's DNS
+/// name) in its status, and returns it.
+pub async fn wait_hostname(api: &Api<Service>, name: &str) -> Result<String> {
+    wait_for(
+        &format!("a hostname on Service {name}"),
+        Duration::from_secs(90),
+        || {
+            let api = api.clone();
+            async move {
+                let svc = api.get(name).await?;
+                Ok(svc
+                    .status
+                    .and_then(|s| s.load_balancer)
+                    .and_then(|lb| lb.ingress)
+                    .and_then(|i| i.into_iter().find_map(|i| i.hostname)))
+            }
+        },
+    )
+    .await
+}

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Cheap to clone; all clones share one state.
 #[derive(Clone, Debug)]
@@ -82,19 +82,12 @@ impl Fence {
         let d = at.saturating_duration_since(self.0.base);
         u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1)
     }
-
-    /// How long the fence stays open from now; zero when closed.
-    pub fn remaining(&self) -> Duration {
-        let until = self.0.open_until.load(Ordering::SeqCst);
-        if until == u64::MAX {
-            return Duration::MAX;
-        }
-        Duration::from_nanos(until.saturating_sub(self.nanos(Instant::now())))
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -103,7 +96,6 @@ mod tests {
         assert!(f.is_open());
         f.close();
         assert!(f.is_open(), "without election there is no lease to lose");
-        assert_eq!(f.remaining(), Duration::MAX);
     }
 
     #[test]
@@ -112,7 +104,6 @@ mod tests {
         assert!(f.check().is_err());
         f.open_until(Instant::now() + Duration::from_secs(60));
         assert!(f.check().is_ok());
-        assert!(f.remaining() > Duration::from_secs(59));
         f.open_until(Instant::now());
         assert!(
             f.is_open(),
@@ -120,7 +111,6 @@ mod tests {
         );
         f.close();
         assert!(f.check().is_err());
-        assert_eq!(f.remaining(), Duration::ZERO);
     }
 
     #[test]
