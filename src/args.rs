@@ -210,6 +210,13 @@ pub struct ControllerArgs {
     )]
     pub aws_ensure_cache: bool,
 
+    /// (AWS) How long one attempt of an AWS call may take before the SDK gives
+    /// up on it and retries (it makes 3 attempts); a whole call is bounded by
+    /// four times this. Without a bound, a connection that never answers would
+    /// hold its Service's reconcile forever.
+    #[arg(long, env = "FERROLB_AWS_CALL_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub aws_call_timeout: Duration,
+
     /// Consider nodes that are not Ready as load-balancer targets too.
     #[arg(long, env = "FERROLB_INCLUDE_NOT_READY_NODES")]
     pub include_not_ready_nodes: bool,

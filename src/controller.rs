@@ -50,6 +50,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         include_not_ready_nodes,
         resync_period,
         aws_ensure_cache,
+        aws_call_timeout,
     } = args;
     let config = Config {
         class: load_balancer_class
@@ -74,6 +75,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         ProviderKind::Aws => Arc::new(
             AwsProvider::new(AwsConfig {
                 cluster_name: cluster_name.clone(),
+                call_timeout: aws_call_timeout,
             })
             .await
             .with_ensure_cache(aws_ensure_cache),

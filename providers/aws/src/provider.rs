@@ -34,7 +34,14 @@ const SUBNET_CACHE_TTL: Duration = Duration::from_secs(300);
 #[derive(Clone, Debug)]
 pub struct AwsConfig {
     pub cluster_name: String,
+    /// The bound on one attempt of an AWS call; see [`AwsProvider::new`].
+    pub call_timeout: Duration,
 }
+
+/// The SDK's attempts at one call in its standard retry mode (the default;
+/// `AWS_MAX_ATTEMPTS` still changes it): the operation timeout is derived
+/// from it.
+const CALL_ATTEMPTS: u32 = 3;
 
 /// `ferrolb_aws_ensures_total`: which path each ensure took.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,8 +92,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl AwsProvider {
     /// Credentials and region from the default chain; the endpoint from
     /// `AWS_ENDPOINT_URL` when set. The ensure cache is on.
+    ///
+    /// Every attempt of a call is bounded by `config.call_timeout`, and a whole
+    /// call (its attempts and the backoff between them) by four times that:
+    /// the SDK bounds only connecting by default, so an endpoint that accepts
+    /// a request and never answers would hold the Service's reconcile, and
+    /// every later one waiting for it, forever. A timed-out attempt is retried
+    /// by the SDK like a dropped connection.
     pub async fn new(config: AwsConfig) -> Self {
-        let sdk = aws_config::load_from_env().await;
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(config.call_timeout)
+            .operation_timeout(config.call_timeout * (CALL_ATTEMPTS + 1))
+            .build();
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .load()
+            .await;
         Self::from_sdk(&sdk, config)
     }
 
