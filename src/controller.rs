@@ -51,6 +51,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         resync_period,
         aws_ensure_cache,
         aws_call_timeout,
+        aws_call_attempts,
     } = args;
     let config = Config {
         class: load_balancer_class
@@ -76,6 +77,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             AwsProvider::new(AwsConfig {
                 cluster_name: cluster_name.clone(),
                 call_timeout: aws_call_timeout,
+                call_attempts: aws_call_attempts,
             })
             .await
             .with_ensure_cache(aws_ensure_cache),
