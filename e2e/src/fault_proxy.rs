@@ -315,7 +315,7 @@ impl State {
             return None;
         }
         let kind = FaultKind::ALL[(rng.next_u64() % FaultKind::ALL.len() as u64) as usize];
-        let when = if rng.next_u64() % 2 == 0 {
+        let when = if rng.next_u64().is_multiple_of(2) {
             When::Before
         } else {
             When::After

@@ -6,6 +6,7 @@
 pub mod bad_input;
 pub mod bench;
 pub mod bgp;
+pub mod faults;
 pub mod l2;
 pub mod scale;
 
