@@ -41,8 +41,8 @@ fn scenario(share: f64, seed: u64) -> Scenario {
 /// AWS requests (attempts, at the proxy) that one Service may cost in the create phase,
 /// at fault share `f`.
 ///
-/// Without faults a Service of two ports costs about 12 requests (the bench measures it
-/// at 0 %): DescribeLoadBalancers, CreateLoadBalancer, and per port CreateTargetGroup,
+/// Without faults a Service of two ports costs about 11 requests (10.6 in the bench at
+/// 0 %, taken here as 12): DescribeLoadBalancers, CreateLoadBalancer, and per port CreateTargetGroup,
 /// RegisterTargets and CreateListener; on every other Service DescribeInstances,
 /// DescribeSecurityGroups and AuthorizeSecurityGroupIngress for the source-range rules;
 /// and a share of the account's one-off reads (subnets, route tables, the sweep's
