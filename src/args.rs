@@ -210,6 +210,18 @@ pub struct ControllerArgs {
     )]
     pub aws_ensure_cache: bool,
 
+    /// (AWS) How long one attempt of an AWS call may take before the SDK gives
+    /// up on it and retries. Without a bound, a connection that never answers
+    /// would hold its Service's reconcile forever.
+    #[arg(long, env = "FERROLB_AWS_CALL_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub aws_call_timeout: Duration,
+
+    /// (AWS) Attempts at one AWS call that fails with a throttling, server or
+    /// network error, with the SDK's exponential backoff between them (1 to
+    /// 10; this wins over `AWS_MAX_ATTEMPTS`).
+    #[arg(long, env = "FERROLB_AWS_CALL_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub aws_call_attempts: u32,
+
     /// Consider nodes that are not Ready as load-balancer targets too.
     #[arg(long, env = "FERROLB_INCLUDE_NOT_READY_NODES")]
     pub include_not_ready_nodes: bool,

@@ -50,6 +50,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         include_not_ready_nodes,
         resync_period,
         aws_ensure_cache,
+        aws_call_timeout,
+        aws_call_attempts,
     } = args;
     let config = Config {
         class: load_balancer_class
@@ -95,6 +97,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             AwsProvider::new(AwsConfig {
                 cluster_name: cluster_name.clone(),
                 fence: fence.clone(),
+                call_timeout: aws_call_timeout,
+                call_attempts: aws_call_attempts,
             })
             .await
             .with_ensure_cache(aws_ensure_cache),

@@ -9,6 +9,7 @@ pub mod binaries;
 pub mod chart;
 mod child;
 pub mod control_plane;
+pub mod fault_proxy;
 pub mod fixtures;
 pub mod moto;
 pub mod netns;

@@ -7,6 +7,7 @@ pub mod bad_input;
 pub mod bench;
 pub mod bgp;
 pub mod failover;
+pub mod faults;
 pub mod l2;
 pub mod scale;
 

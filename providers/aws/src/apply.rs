@@ -356,7 +356,7 @@ async fn create_target_group(
     vpc_id: &str,
 ) -> Result<String, ProviderError> {
     let h = HealthArgs::from(&tg.health_check);
-    let out = cloud
+    let created = cloud
         .elb(
             "CreateTargetGroup",
             cloud
@@ -382,7 +382,14 @@ async fn create_target_group(
                 .set_tags(Some(elb_tags(&tg.tags)))
                 .send(),
         )
-        .await?;
+        .await;
+    let out = match created {
+        Ok(out) => out,
+        Err(e) if e.code_is("DuplicateTargetGroupName") => {
+            return adopt_target_group(cloud, tg).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
     out.target_groups()
         .first()
         .and_then(|t| t.target_group_arn())
@@ -391,6 +398,52 @@ async fn create_target_group(
             operation: "CreateTargetGroup",
             source: "the answer held no target group".into(),
         })
+}
+
+/// The target group named like `tg` that already exists, when its tags say it
+/// is this Service's: one an earlier CreateTargetGroup made although its
+/// caller saw an error (a timeout, a dropped connection, a 5xx after the
+/// work was done, and then the SDK's own retry). Its name hashes everything
+/// that cannot be changed in place, so it is the group wanted; anything that
+/// can (the health check, attributes) the next full ensure compares as
+/// usual. A group of that name that is not ours is left alone and reported.
+async fn adopt_target_group(
+    cloud: &Cloud,
+    tg: &DesiredTargetGroup,
+) -> Result<String, ProviderError> {
+    let found = cloud
+        .elb(
+            "DescribeTargetGroups",
+            cloud.elbv2.describe_target_groups().names(&tg.name).send(),
+        )
+        .await?;
+    let arn = found
+        .target_groups()
+        .iter()
+        .find(|t| t.target_group_name() == Some(tg.name.as_str()))
+        .and_then(|t| t.target_group_arn())
+        .map(str::to_string)
+        .ok_or_else(|| ProviderError::Transient {
+            operation: "CreateTargetGroup",
+            source: format!(
+                "AWS says target group {} exists but does not list it",
+                tg.name
+            )
+            .into(),
+        })?;
+    let tags = crate::observe::tags_of(cloud, std::slice::from_ref(&arn)).await?;
+    let tags = tags.get(&arn).cloned().unwrap_or_default();
+    let ours = [crate::tags::CLUSTER_TAG, crate::tags::SERVICE_TAG]
+        .iter()
+        .all(|k| tags.get(*k).is_some_and(|v| tg.tags.get(*k) == Some(v)));
+    if !ours {
+        return Err(ProviderError::unsatisfiable(format!(
+            "a target group named {} exists but is not tagged for this Service; ferrolb leaves it alone. Delete or rename it",
+            tg.name
+        )));
+    }
+    tracing::info!(target_group = %arn, "found the target group an earlier attempt made; using it");
+    Ok(arn)
 }
 
 /// Deletes a target group; one already gone is fine.

@@ -157,11 +157,43 @@ impl Intercept for FenceCheck {
 }
 
 impl Cloud {
+    /// The clients, each with a retry partition of its own whose retries are
+    /// not rationed by the SDK's retry quota.
+    ///
+    /// The SDK's standard retry mode rations retries with a token bucket shared by
+    /// every call of the process: 500 tokens, 5 a retry (10 after a timeout), one
+    /// back per call that succeeds at once. That suits a client doing one thing at
+    /// a time; ferrolb runs 16 reconciles at once, each a chain of ten or so
+    /// calls. When AWS fails a share of the calls the bucket is empty within
+    /// seconds and the SDK stops retrying altogether, so every failed attempt
+    /// fails its whole ensure, and an ensure needs all of its calls to succeed:
+    /// with half the calls failing, about one ensure in a thousand (2^-10) gets
+    /// through, and Services sat at the longest backoff without converging (the
+    /// fault tests, `e2e/tests/aws_faults.rs`, found this). What the bucket
+    /// guards against, a client multiplying its load on a failing service,
+    /// ferrolb bounds itself: at most `--aws-call-attempts` attempts per call
+    /// (with the SDK's exponential backoff between them), 16 reconciles at
+    /// once, and per Service an exponential backoff up to 5 minutes after a
+    /// failed reconcile.
+    ///
+    /// Every attempt also checks the replica's fence before it is sent.
     pub fn new(sdk: &aws_config::SdkConfig, fence: &Fence) -> Self {
+        // Both SDKs re-export these from aws-smithy-runtime: one type each.
+        use aws_sdk_elasticloadbalancingv2::config::retry::{RetryPartition, TokenBucket};
         let elbv2 = aws_sdk_elasticloadbalancingv2::config::Builder::from(sdk)
+            .retry_partition(
+                RetryPartition::custom("ferrolb-elbv2")
+                    .token_bucket(TokenBucket::unlimited())
+                    .build(),
+            )
             .interceptor(FenceCheck(fence.clone()))
             .build();
         let ec2 = aws_sdk_ec2::config::Builder::from(sdk)
+            .retry_partition(
+                RetryPartition::custom("ferrolb-ec2")
+                    .token_bucket(TokenBucket::unlimited())
+                    .build(),
+            )
             .interceptor(FenceCheck(fence.clone()))
             .build();
         Self {

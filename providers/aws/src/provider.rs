@@ -37,6 +37,23 @@ pub struct AwsConfig {
     /// Checked before every call is sent ([`Fence::always_open`] without
     /// leader election).
     pub fence: Fence,
+    /// The bound on one attempt of an AWS call; see [`AwsProvider::new`].
+    pub call_timeout: Duration,
+    /// Attempts at one call that fails with a retryable error.
+    pub call_attempts: u32,
+}
+
+/// The longest the SDK's standard retry mode waits between two attempts; the
+/// n-th wait is at most 2^(n-1) s, and at most this.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(20);
+
+/// The bound on a whole call: every attempt, and the longest waits between
+/// them.
+fn operation_timeout(attempt: Duration, attempts: u32) -> Duration {
+    let waits: Duration = (0..attempts.saturating_sub(1))
+        .map(|n| Duration::from_secs(1u64 << n.min(16)).min(MAX_RETRY_BACKOFF))
+        .sum();
+    attempt * attempts + waits
 }
 
 /// `ferrolb_aws_ensures_total`: which path each ensure took.
@@ -88,8 +105,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl AwsProvider {
     /// Credentials and region from the default chain; the endpoint from
     /// `AWS_ENDPOINT_URL` when set. The ensure cache is on.
+    ///
+    /// Every attempt of a call is bounded by `config.call_timeout`, and a whole
+    /// call by its attempts and the waits between them: the SDK bounds only
+    /// connecting by default, so an endpoint that accepts a request and never
+    /// answers would hold the Service's reconcile, and every later one waiting
+    /// for it, forever. A timed-out attempt is retried like a dropped
+    /// connection. `config.call_attempts` replaces the SDK's 3: with 3, when
+    /// AWS fails half the calls one call in 8 fails for good and so does most
+    /// ensures' (each about ten calls); with 5, one in 32.
     pub async fn new(config: AwsConfig) -> Self {
-        let sdk = aws_config::load_from_env().await;
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(config.call_timeout)
+            .operation_timeout(operation_timeout(config.call_timeout, config.call_attempts))
+            .build();
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(config.call_attempts),
+            )
+            .load()
+            .await;
         Self::from_sdk(&sdk, config)
     }
 
@@ -537,5 +573,20 @@ fn status_of(lb: &LbHandle) -> LoadBalancerStatus {
     LoadBalancerStatus {
         ingress: ingress(lb),
         annotations: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_bounded_by_its_attempts_and_the_waits_between_them() {
+        let s = Duration::from_secs;
+        assert_eq!(operation_timeout(s(10), 1), s(10));
+        // 1 + 2 + 4 + 8 s between five attempts.
+        assert_eq!(operation_timeout(s(10), 5), s(65));
+        // From the sixth wait on, each is capped at 20 s.
+        assert_eq!(operation_timeout(s(1), 7), s(7 + 15 + 16 + 20));
     }
 }
