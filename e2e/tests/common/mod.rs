@@ -6,7 +6,9 @@
 pub mod bad_input;
 pub mod bench;
 pub mod bgp;
+pub mod churn;
 pub mod l2;
+pub mod proxy;
 pub mod scale;
 
 use std::collections::BTreeMap;
