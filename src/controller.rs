@@ -278,6 +278,13 @@ async fn prepare(
         if !config.is_ours(&s) || !s.finalizers().iter().any(|f| f == FINALIZER) {
             return None;
         }
+        // A Service on its way out is not restored: the last leader may have
+        // released its addresses already (cleanup releases before it removes
+        // the finalizer) and handed them to another Service, which would then
+        // lose them here. Its cleanup runs as soon as the controller starts.
+        if s.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
         let ingress = published_ingress(&s);
         strip_service(&mut s);
         (!ingress.is_empty()).then(|| OwnedService {
