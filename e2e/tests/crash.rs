@@ -22,7 +22,9 @@ use anyhow::{Result, bail, ensure};
 use common::churn::aws::{self as aws_churn, AwsAccount};
 use common::churn::{self, ChurnConfig, Flavor, Outcome, Rng, check, killer, observe::Observer};
 use common::{Env, WithLog};
-use ferrolb_e2e::FerrolbProcess;
+use ferrolb_e2e::{FerrolbProcess, wait_for};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
 use tokio::sync::watch;
 
 /// Time the controller gets to catch up after the last kill.
@@ -145,4 +147,100 @@ where
         Ok(())
     })();
     result.with_log(&ctl)
+}
+
+/// What a Service shows after a controller that served it died: our
+/// finalizer, the pool annotation and `ip` in its status.
+async fn served_by_a_dead_controller(
+    env: &Env,
+    name: &str,
+    ip: &str,
+    tweak: impl FnOnce(&mut k8s_openapi::api::core::v1::Service),
+) -> Result<()> {
+    env.create_service(name, |s| {
+        s.metadata.finalizers = Some(vec!["ferrolb.io/load-balancer-cleanup".into()]);
+        s.metadata.annotations =
+            common::annotations(&[("ferrolb.io/ip-allocated-from-pool", "default")]);
+        tweak(s);
+    })
+    .await?;
+    let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}});
+    env.services()
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+/// The controller died after its cleanup of a deleted Service released the
+/// address and gave it to another Service, before it removed the deleted
+/// one's finalizer: both show the address. The live one keeps it.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_between_release_and_finalizer_removal() -> Result<()> {
+    let env = Env::start().await?;
+    env.create_pool("default", &["192.0.2.0/29"], |_| {})
+        .await?;
+    // Names in list order: the one on its way out comes first.
+    served_by_a_dead_controller(&env, "a-leaving", "192.0.2.0", |_| {}).await?;
+    env.services()
+        .delete("a-leaving", &DeleteParams::default())
+        .await?;
+    served_by_a_dead_controller(&env, "b-taker", "192.0.2.0", |_| {}).await?;
+
+    let ctl = env.controller(&[])?;
+    let check = async {
+        env.wait_gone("a-leaving").await?;
+        // Its reconcile may have run; give a wrong move the time to show.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let taker = env.services().get("b-taker").await?;
+        assert_eq!(
+            common::ingress_ips(&taker),
+            ["192.0.2.0"],
+            "b-taker's address moved"
+        );
+        env.create_service("c-next", |_| {}).await?;
+        let next = env.wait_ingress("c-next", 1).await?;
+        assert_ne!(next, ["192.0.2.0"], "handed out twice");
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
+
+/// The controller died after it moved a Service to the address the Service
+/// asked for and gave the old one to another Service, before it wrote the
+/// first one's new status: both show the old address. The one whose request
+/// it still meets keeps it; the other gets what it asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_between_moving_a_service_and_writing_its_status() -> Result<()> {
+    let env = Env::start().await?;
+    env.create_pool("default", &["192.0.2.0/29"], |_| {})
+        .await?;
+    served_by_a_dead_controller(&env, "a-moved", "192.0.2.0", |s| {
+        s.spec.as_mut().unwrap().load_balancer_ip = Some("192.0.2.5".into());
+    })
+    .await?;
+    served_by_a_dead_controller(&env, "b-taker", "192.0.2.0", |_| {}).await?;
+
+    let ctl = env.controller(&[])?;
+    let check = async {
+        assert_eq!(
+            wait_for(
+                "a-moved to show what it asked for",
+                common::WAIT,
+                || async {
+                    let ips = common::ingress_ips(&env.services().get("a-moved").await?);
+                    Ok((ips != ["192.0.2.0"]).then_some(ips))
+                }
+            )
+            .await?,
+            ["192.0.2.5"]
+        );
+        let taker = env.services().get("b-taker").await?;
+        assert_eq!(
+            common::ingress_ips(&taker),
+            ["192.0.2.0"],
+            "b-taker's address moved"
+        );
+        Ok(())
+    };
+    check.await.with_log(&ctl)
 }

@@ -454,10 +454,9 @@ impl Provider for BareMetalProvider {
                 source: Box::new(e),
             })?;
 
-        let mut restored = 0usize;
-        {
-            let mut allocator = lock(&self.shared.allocator);
-            for svc in owned {
+        let services: Vec<(Request, Vec<IpAddr>)> = owned
+            .into_iter()
+            .map(|svc| {
                 let addrs: Vec<IpAddr> = svc
                     .ingress
                     .iter()
@@ -478,11 +477,16 @@ impl Provider for BareMetalProvider {
                     pool: None,
                     sharing: None,
                 });
-                match allocator.restore(&req, &addrs) {
-                    Ok(_) => restored += 1,
-                    Err(e) => {
-                        warn!(service = %svc.intent.key, error = %e, "could not restore the Service's addresses; it will get new ones")
-                    }
+                (req, addrs)
+            })
+            .collect();
+        let results = lock(&self.shared.allocator).restore_all(services);
+        let mut restored = 0usize;
+        for (service, result) in results {
+            match result {
+                Ok(_) => restored += 1,
+                Err(e) => {
+                    warn!(%service, error = %e, "could not restore the Service's addresses; it will get new ones")
                 }
             }
         }

@@ -173,6 +173,69 @@ impl Allocator {
         Ok(allocation)
     }
 
+    /// Restores many Services at once (see [`Allocator::restore`]), the
+    /// Services whose addresses still meet their request first.
+    ///
+    /// Two Services can show one address after a leader died between moving
+    /// one of them (its request changed) and writing that Service's new
+    /// status: the address was free in its memory and went to the other
+    /// Service. The one whose request the address still meets keeps it; the
+    /// other one, whose request had changed anyway, gets new addresses.
+    pub fn restore_all(
+        &mut self,
+        services: Vec<(Request, Vec<IpAddr>)>,
+    ) -> Vec<(ServiceKey, Result<Allocation, AllocError>)> {
+        let wanted: Vec<bool> = services
+            .iter()
+            .map(|(req, addrs)| self.asked_for(req, addrs))
+            .collect();
+        // Without a sharing key, an address others show too is not the
+        // Service's to keep, if those others asked for it.
+        let mut shown_by: BTreeMap<IpAddr, usize> = BTreeMap::new();
+        for ((_, addrs), _) in services.iter().zip(&wanted).filter(|(_, w)| **w) {
+            for ip in addrs {
+                *shown_by.entry(*ip).or_default() += 1;
+            }
+        }
+        let (first, then): (Vec<_>, Vec<_>) =
+            services
+                .into_iter()
+                .zip(wanted)
+                .partition(|((req, addrs), wanted)| {
+                    *wanted
+                        && (req.sharing.is_some()
+                            || addrs
+                                .iter()
+                                .all(|ip| shown_by.get(ip).is_none_or(|n| *n <= 1)))
+                });
+        first
+            .into_iter()
+            .chain(then)
+            .map(|((req, addrs), _)| {
+                let result = self.restore(&req, &addrs);
+                (req.service, result)
+            })
+            .collect()
+    }
+
+    /// Whether restored addresses are what the Service asks for now: the
+    /// addresses it requests, in the pool it requests.
+    fn asked_for(&self, req: &Request, addresses: &[IpAddr]) -> bool {
+        addresses.iter().all(|ip| {
+            let requested = req
+                .addresses
+                .iter()
+                .filter(|a| IpFamily::of(a) == IpFamily::of(ip))
+                .all(|a| a == ip);
+            let in_pool = req.pool.as_ref().is_none_or(|name| {
+                self.by_name
+                    .get(name)
+                    .is_some_and(|&i| self.pools[i].contains(ip))
+            });
+            requested && in_pool
+        })
+    }
+
     /// The pool a restored address is taken to come from: the requested pool if
     /// it holds it, else the first pool that holds it and serves the Service,
     /// else the first that holds it, else none ("").
