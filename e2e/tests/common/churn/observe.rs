@@ -152,6 +152,16 @@ impl Observed {
         let seen = self.services.entry(svc.name_any()).or_default();
         seen.gone = true;
     }
+
+    /// The watch listed again (the apiserver restarted): what the list
+    /// lacks went meanwhile, without a delete event.
+    fn relisted(&mut self, listed: &BTreeSet<String>) {
+        for (name, seen) in &mut self.services {
+            if !listed.contains(name) {
+                seen.gone = true;
+            }
+        }
+    }
 }
 
 /// The addresses and hostnames in the Service's status, sorted.
@@ -206,13 +216,17 @@ impl Observer {
             let mut events = watcher(api, watcher::Config::default())
                 .default_backoff()
                 .boxed();
+            let mut listed = BTreeSet::new();
             while let Some(event) = events.next().await {
                 match event {
-                    Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                    Ok(watcher::Event::Apply(s)) => lock(&shared).apply(&s),
+                    Ok(watcher::Event::InitApply(s)) => {
+                        listed.insert(s.name_any());
                         lock(&shared).apply(&s)
                     }
                     Ok(watcher::Event::Delete(s)) => lock(&shared).delete(&s),
-                    Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+                    Ok(watcher::Event::Init) => listed.clear(),
+                    Ok(watcher::Event::InitDone) => lock(&shared).relisted(&listed),
                     // The apiserver went away; the backoff retries.
                     Err(e) => tracing::info!(error = %e, "checker's watch failed"),
                 }
