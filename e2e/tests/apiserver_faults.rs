@@ -21,10 +21,13 @@ use common::churn::{self, ChurnConfig, Desired, Flavor, Request, Rng, check, obs
 use common::proxy::{CuttingProxy, apiserver_addr};
 use common::{Env, WithLog};
 use ferrolb_e2e::{FerrolbProcess, process::ferrolb_bin, wait_for};
+
 use kube::api::{DeleteParams, PostParams};
 use tokio::sync::watch;
 
 const CONVERGE: Duration = Duration::from_secs(300);
+/// Services made just before each apiserver restart and deleted right after.
+const DOOMED: usize = 5;
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -42,36 +45,8 @@ async fn controller_rides_out_apiserver_restarts_and_cut_watches() -> Result<()>
     let mut env = Env::start().await?;
     churn::create_pools(&env).await?;
     let proxy = CuttingProxy::start(apiserver_addr(&env.cp)?).await?;
-    let kubeconfig = proxy.kubeconfig(&env.cp)?;
-    // Leader election on, with a lease longer than a restart takes: losing
-    // it would make the controller exit, which is not what is tested here.
-    let mut ctl = FerrolbProcess::spawn_program(
-        &ferrolb_bin()?,
-        &kubeconfig,
-        env.cp.dir(),
-        &[
-            "controller",
-            "--log",
-            "info,ferrolb=debug",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--leader-election=true",
-            "--leader-election-identity",
-            "faults",
-            "--lease-duration",
-            "60s",
-            "--lease-retry-period",
-            "1s",
-        ],
-        &[],
-    )?;
-    wait_for(
-        "the controller to be ready",
-        Duration::from_secs(60),
-        || async { Ok(ctl.log().contains("controller ready").then_some(())) },
-    )
-    .await
-    .with_log(&ctl)?;
+    let mut ctl = proxied_controller(&env, &proxy)?;
+    wait_ready(&ctl).await?;
 
     let observer = Observer::start(env.services());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -111,15 +86,23 @@ async fn controller_rides_out_apiserver_restarts_and_cut_watches() -> Result<()>
             match fault {
                 Fault::CutConnections => cut_connections += proxy.cut_all(),
                 Fault::RestartApiserver => {
-                    let doomed = extra(format!("doomed-{n}"));
-                    create(&env, &doomed).await?;
-                    tokio::time::sleep(rng.duration(Duration::ZERO, Duration::from_millis(300)))
-                        .await;
+                    // Some will have been seen by the controller, and maybe
+                    // given an address, and not yet written down.
+                    let mut doomed = Vec::new();
+                    for k in 0..DOOMED {
+                        let d = extra(format!("doomed-{n}-{k}"));
+                        create(&env, &d).await?;
+                        doomed.push(d.name);
+                        tokio::time::sleep(rng.duration(Duration::ZERO, Duration::from_millis(60)))
+                            .await;
+                    }
                     env.cp.restart_apiserver().await?;
                     let fresh = extra(format!("fresh-{n}"));
                     create(&env, &fresh).await?;
-                    delete(&env, &doomed.name).await?;
-                    extra_deleted.push(doomed.name);
+                    for name in doomed {
+                        delete(&env, &name).await?;
+                        extra_deleted.push(name);
+                    }
                     extra_live.push(fresh);
                 }
             }
@@ -147,7 +130,7 @@ async fn controller_rides_out_apiserver_restarts_and_cut_watches() -> Result<()>
          {slots} Service slots, {} Services made by the churn and {} around restarts, {} ops ({:?}); converged {:?} after the last fault; \
          controller still running: {still_running}; {} invariant violations",
         outcome.counts.creates,
-        2 * restarts,
+        (DOOMED + 1) * restarts,
         outcome.counts.ops(),
         outcome.counts,
         converged.as_ref().map_err(Vec::len),
@@ -220,4 +203,176 @@ async fn delete(env: &Env, name: &str) -> Result<()> {
         }
     })
     .await
+}
+
+/// `ferrolb controller` talking to the apiserver through `proxy`, with
+/// leader election on and a lease longer than a restart takes: losing it
+/// would make the controller exit, which is not what is tested here.
+fn proxied_controller(env: &Env, proxy: &CuttingProxy) -> Result<FerrolbProcess> {
+    FerrolbProcess::spawn_program(
+        &ferrolb_bin()?,
+        &proxy.kubeconfig(&env.cp)?,
+        env.cp.dir(),
+        &[
+            "controller",
+            "--log",
+            "info,ferrolb=debug",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--leader-election=true",
+            "--leader-election-identity",
+            "faults",
+            "--lease-duration",
+            "60s",
+            "--lease-retry-period",
+            "1s",
+        ],
+        &[],
+    )
+}
+
+async fn wait_ready(ctl: &FerrolbProcess) -> Result<()> {
+    wait_for(
+        "the controller to be ready",
+        Duration::from_secs(60),
+        || async { Ok(ctl.log().contains("controller ready").then_some(())) },
+    )
+    .await
+    .with_log(ctl)
+}
+
+/// The label that makes the apiserver refuse our finalizer on a Service.
+const REFUSE: &str = "e2e.ferrolb.io/refuse-finalizer";
+
+/// A ValidatingAdmissionPolicy that refuses, as invalid, any update that
+/// puts our finalizer on a Service labelled [`REFUSE`]; returns once the
+/// apiserver enforces it.
+async fn refuse_our_finalizer(env: &Env) -> Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "refuse-ferrolb-finalizer"},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["UPDATE"], "resources": ["services"],
+            }]},
+            "validations": [{
+                "expression": "!has(object.metadata.finalizers) || !('ferrolb.io/load-balancer-cleanup' in object.metadata.finalizers)",
+                "message": "this Service takes no finalizer",
+                "reason": "Invalid",
+            }],
+        },
+    }))?;
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "refuse-ferrolb-finalizer"},
+        "spec": {
+            "policyName": "refuse-ferrolb-finalizer",
+            "validationActions": ["Deny"],
+            "matchResources": {"objectSelector": {"matchLabels": {REFUSE: "true"}}},
+        },
+    }))?;
+    kube::Api::<ValidatingAdmissionPolicy>::all(env.client.clone())
+        .create(&PostParams::default(), &policy)
+        .await?;
+    kube::Api::<ValidatingAdmissionPolicyBinding>::all(env.client.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    // Policies load asynchronously: probe with a dry run until refused.
+    env.create_service("probe", |s| {
+        s.metadata.labels = Some([(REFUSE.to_string(), "true".to_string())].into());
+    })
+    .await?;
+    let patch =
+        serde_json::json!({"metadata": {"finalizers": ["ferrolb.io/load-balancer-cleanup"]}});
+    wait_for(
+        "the policy to refuse the finalizer",
+        Duration::from_secs(30),
+        || async {
+            let dry = kube::api::PatchParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            match env
+                .services()
+                .patch("probe", &dry, &kube::api::Patch::Merge(&patch))
+                .await
+            {
+                Err(kube::Error::Api(s)) if s.code == 422 => Ok(Some(())),
+                Ok(_) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        },
+    )
+    .await?;
+    env.services()
+        .delete("probe", &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+/// A Service the controller took an address for but could not put its
+/// finalizer on, deleted while the controller could not reach the
+/// apiserver, across an apiserver restart (so the controller's watch lists
+/// again and sees no delete event): its address is released all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_deleted_while_the_watch_was_down_is_released() -> Result<()> {
+    let mut env = Env::start().await?;
+    env.create_pool("default", &["192.0.2.0/30"], |_| {})
+        .await?;
+    refuse_our_finalizer(&env).await?;
+    let proxy = CuttingProxy::start(apiserver_addr(&env.cp)?).await?;
+    let mut ctl = proxied_controller(&env, &proxy)?;
+    wait_ready(&ctl).await?;
+    let assigned = async |env: &Env| -> Result<u64> {
+        Ok(env
+            .pool_status("default")
+            .await?
+            .unwrap_or_default()
+            .assigned_ipv4)
+    };
+
+    let check = async {
+        env.create_service("refused", |s| {
+            s.metadata.labels = Some([(REFUSE.to_string(), "true".to_string())].into());
+        })
+        .await?;
+        wait_for(
+            "the controller to take an address and be refused",
+            common::WAIT,
+            || async {
+                let log = ctl.log();
+                Ok((log.contains("allocated service=test/refused")
+                    && log.contains("reconcile failed service=test/refused"))
+                .then_some(()))
+            },
+        )
+        .await?;
+        wait_for("the pool to count it", common::WAIT, || async {
+            Ok((assigned(&env).await? == 1).then_some(()))
+        })
+        .await?;
+
+        proxy.block();
+        env.services()
+            .delete("refused", &DeleteParams::default())
+            .await?;
+        env.wait_gone("refused").await?;
+        env.cp.restart_apiserver().await?;
+        proxy.reopen();
+
+        wait_for(
+            "the address to be released",
+            Duration::from_secs(60),
+            || async { Ok((assigned(&env).await? == 0).then_some(())) },
+        )
+        .await?;
+        env.create_service("next", |_| {}).await?;
+        assert_eq!(env.wait_ingress("next", 1).await?, ["192.0.2.0"]);
+        ensure!(ctl.try_wait()?.is_none(), "the controller exited");
+        Ok(())
+    };
+    check.await.with_log(&ctl)
 }

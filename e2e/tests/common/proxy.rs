@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -15,6 +16,8 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 pub struct CuttingProxy {
     port: u16,
+    /// While set, connections are closed as soon as they are accepted.
+    refusing: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<AbortHandle>>>,
     accept: JoinHandle<()>,
 }
@@ -26,8 +29,14 @@ impl CuttingProxy {
         let port = listener.local_addr()?.port();
         let open: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let conns = open.clone();
+        let refusing = Arc::new(AtomicBool::new(false));
+        let refuse = refusing.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut down, _)) = listener.accept().await {
+                if refuse.load(Ordering::Relaxed) {
+                    drop(down);
+                    continue;
+                }
                 let conn = tokio::spawn(async move {
                     // A refused upstream (the apiserver is restarting)
                     // closes the client's connection, as it would directly.
@@ -40,7 +49,12 @@ impl CuttingProxy {
                 conns.push(conn.abort_handle());
             }
         });
-        Ok(CuttingProxy { port, open, accept })
+        Ok(CuttingProxy {
+            port,
+            refusing,
+            open,
+            accept,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -55,6 +69,17 @@ impl CuttingProxy {
             c.abort();
         }
         n
+    }
+
+    /// Cuts every connection and lets none through until [`Self::reopen`]:
+    /// to the client, the apiserver is unreachable.
+    pub fn block(&self) {
+        self.refusing.store(true, Ordering::Relaxed);
+        self.cut_all();
+    }
+
+    pub fn reopen(&self) {
+        self.refusing.store(false, Ordering::Relaxed);
     }
 
     /// A copy of the control plane's kubeconfig that points at the proxy.

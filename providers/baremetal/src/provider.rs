@@ -423,6 +423,10 @@ impl Provider for BareMetalProvider {
         false
     }
 
+    fn held(&self) -> Vec<ServiceKey> {
+        lock(&self.shared.allocator).holding().cloned().collect()
+    }
+
     async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
         let api: Api<IPPool> = Api::all(self.client.clone());
         let (pools_tx, pools_rx) = watch::channel(Vec::new());

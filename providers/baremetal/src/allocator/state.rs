@@ -264,6 +264,11 @@ impl Allocator {
         true
     }
 
+    /// The Services that hold addresses.
+    pub fn holding(&self) -> impl Iterator<Item = &ServiceKey> {
+        self.services.keys()
+    }
+
     pub fn allocation(&self, service: &ServiceKey) -> Option<&Allocation> {
         self.services.get(service).map(|h| &h.allocation)
     }
