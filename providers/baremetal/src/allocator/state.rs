@@ -179,8 +179,14 @@ impl Allocator {
     /// Two Services can show one address after a leader died between moving
     /// one of them (its request changed) and writing that Service's new
     /// status: the address was free in its memory and went to the other
-    /// Service. The one whose request the address still meets keeps it; the
-    /// other one, whose request had changed anyway, gets new addresses.
+    /// Service, or, when the Service left a sharing key, the others of that
+    /// key still hold it. The ones whose request the address still meets
+    /// keep it; the one whose request had changed gets new addresses. Among
+    /// the Services that show an address and ask for nothing that rules it
+    /// out, the largest group under one sharing key counts as meeting it (a
+    /// Service without a key counts only when it is alone). Between two
+    /// groups of one size nothing tells which one changed; list order then
+    /// decides, as before.
     pub fn restore_all(
         &mut self,
         services: Vec<(Request, Vec<IpAddr>)>,
@@ -189,25 +195,42 @@ impl Allocator {
             .iter()
             .map(|(req, addrs)| self.asked_for(req, addrs))
             .collect();
-        // Without a sharing key, an address others show too is not the
-        // Service's to keep, if those others asked for it.
-        let mut shown_by: BTreeMap<IpAddr, usize> = BTreeMap::new();
-        for ((_, addrs), _) in services.iter().zip(&wanted).filter(|(_, w)| **w) {
+        // Per address, how many Services that ask for it show it, per key.
+        let mut shown: BTreeMap<IpAddr, BTreeMap<Option<&str>, usize>> = BTreeMap::new();
+        for ((req, addrs), _) in services.iter().zip(&wanted).filter(|(_, w)| **w) {
+            let key = req.sharing.as_ref().map(|s| s.key.as_str());
             for ip in addrs {
-                *shown_by.entry(*ip).or_default() += 1;
+                *shown.entry(*ip).or_default().entry(key).or_default() += 1;
             }
         }
-        let (first, then): (Vec<_>, Vec<_>) =
-            services
-                .into_iter()
-                .zip(wanted)
-                .partition(|((req, addrs), wanted)| {
-                    *wanted
-                        && (req.sharing.is_some()
-                            || addrs
-                                .iter()
-                                .all(|ip| shown_by.get(ip).is_none_or(|n| *n <= 1)))
-                });
+        let meets = |req: &Request, addrs: &[IpAddr]| {
+            let key = req.sharing.as_ref().map(|s| s.key.as_str());
+            addrs.iter().all(|ip| {
+                let Some(by_key) = shown.get(ip) else {
+                    return true;
+                };
+                let ours = by_key.get(&key).copied().unwrap_or(0);
+                let largest_other = by_key
+                    .iter()
+                    .filter(|(k, _)| **k != key)
+                    .map(|(_, n)| *n)
+                    .max()
+                    .unwrap_or(0);
+                match key {
+                    None => ours <= 1 && largest_other == 0,
+                    Some(_) => ours >= largest_other,
+                }
+            })
+        };
+        let order: Vec<bool> = services
+            .iter()
+            .zip(&wanted)
+            .map(|((req, addrs), wanted)| *wanted && meets(req, addrs))
+            .collect();
+        let (first, then): (Vec<_>, Vec<_>) = services
+            .into_iter()
+            .zip(order)
+            .partition(|(_, first)| *first);
         first
             .into_iter()
             .chain(then)

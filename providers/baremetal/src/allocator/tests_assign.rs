@@ -446,6 +446,22 @@ fn restoring_an_address_two_services_show_keeps_it_where_the_request_still_wants
         a.holders(&ip("10.0.0.2")),
         vec![key("ns", "b-stays"), key("ns", "c-first")]
     );
+
+    // `switched` moved to key j; the two left under key k keep the address.
+    let mut a = allocator(pools());
+    let mut switched = req("ns", "a-switched");
+    switched.sharing = Some(sharing("j", &[tcp(443)], "Cluster"));
+    let results = a.restore_all(vec![
+        (switched.clone(), vec![ip("10.0.0.3")]),
+        (stays.clone(), vec![ip("10.0.0.3")]),
+        (first.clone(), vec![ip("10.0.0.3")]),
+    ]);
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(k, _)| k.name.clone())
+        .collect();
+    assert_eq!(failed, ["a-switched"]);
 }
 
 #[test]
