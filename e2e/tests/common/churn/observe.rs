@@ -71,6 +71,12 @@ impl Observed {
     }
 
     fn apply(&mut self, svc: &Service) {
+        self.record(svc);
+        self.check_shared(&svc.name_any());
+    }
+
+    /// Takes in what the Service shows, checking what it shows alone.
+    fn record(&mut self, svc: &Service) {
         self.events += 1;
         let name = svc.name_any();
         let other = svc
@@ -128,7 +134,14 @@ impl Observed {
                     .push(format!("{name} got {a}, outside the pools it may use"));
             }
         }
-        let seen = seen.clone();
+    }
+
+    /// Checks that no other Service shows the addresses of `name`, unless
+    /// they may share them.
+    fn check_shared(&mut self, name: &str) {
+        let Some(seen) = self.services.get(name).cloned() else {
+            return;
+        };
         if !seen.settled() {
             return;
         }
@@ -216,17 +229,26 @@ impl Observer {
             let mut events = watcher(api, watcher::Config::default())
                 .default_backoff()
                 .boxed();
-            let mut listed = BTreeSet::new();
+            // A list is taken in whole: what it lacks is gone before what
+            // it shows is judged (an address a deleted Service had may have
+            // gone to another one meanwhile).
+            let mut listed: Vec<Service> = Vec::new();
             while let Some(event) = events.next().await {
                 match event {
                     Ok(watcher::Event::Apply(s)) => lock(&shared).apply(&s),
-                    Ok(watcher::Event::InitApply(s)) => {
-                        listed.insert(s.name_any());
-                        lock(&shared).apply(&s)
-                    }
+                    Ok(watcher::Event::InitApply(s)) => listed.push(s),
                     Ok(watcher::Event::Delete(s)) => lock(&shared).delete(&s),
                     Ok(watcher::Event::Init) => listed.clear(),
-                    Ok(watcher::Event::InitDone) => lock(&shared).relisted(&listed),
+                    Ok(watcher::Event::InitDone) => {
+                        let mut state = lock(&shared);
+                        state.relisted(&listed.iter().map(|s| s.name_any()).collect());
+                        for s in &listed {
+                            state.record(s);
+                        }
+                        for s in listed.drain(..) {
+                            state.check_shared(&s.name_any());
+                        }
+                    }
                     // The apiserver went away; the backoff retries.
                     Err(e) => tracing::info!(error = %e, "checker's watch failed"),
                 }
