@@ -350,6 +350,41 @@ async fn create_load_balancer(
     Ok(LbHandle::of(lb))
 }
 
+/// The target group of `tg`'s name when it carries `tg`'s ownership tags:
+/// one that a controller killed between creating it and attaching it to a
+/// listener left behind. Its name is derived from what it serves, so it is
+/// the group this ensure wants; without this, every later ensure would fail
+/// on the name and the Service would never be served.
+async fn adopt_target_group(
+    cloud: &Cloud,
+    tg: &DesiredTargetGroup,
+) -> Result<Option<String>, ProviderError> {
+    let found = cloud
+        .elb(
+            "DescribeTargetGroups",
+            cloud.elbv2.describe_target_groups().names(&tg.name).send(),
+        )
+        .await?;
+    let Some(arn) = found
+        .target_groups()
+        .first()
+        .and_then(|t| t.target_group_arn())
+        .map(str::to_string)
+    else {
+        return Ok(None);
+    };
+    let tags = crate::observe::tags_of(cloud, std::slice::from_ref(&arn)).await?;
+    let ours = tags.get(&arn).is_some_and(|have| {
+        [crate::tags::CLUSTER_TAG, crate::tags::SERVICE_TAG]
+            .iter()
+            .all(|k| tg.tags.get(*k).is_some_and(|v| have.get(*k) == Some(v)))
+    });
+    if ours {
+        tracing::info!(target_group = %tg.name, "adopting a target group of ours left unattached");
+    }
+    Ok(ours.then_some(arn))
+}
+
 async fn create_target_group(
     cloud: &Cloud,
     tg: &DesiredTargetGroup,
@@ -382,7 +417,13 @@ async fn create_target_group(
                 .set_tags(Some(elb_tags(&tg.tags)))
                 .send(),
         )
-        .await?;
+        .await;
+    let out = match out {
+        Err(e) if e.code_is("DuplicateTargetGroupName") => {
+            return adopt_target_group(cloud, tg).await?.ok_or_else(|| e.into());
+        }
+        other => other?,
+    };
     out.target_groups()
         .first()
         .and_then(|t| t.target_group_arn())
