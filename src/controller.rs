@@ -189,7 +189,12 @@ async fn lead(
 
     let (reader, writer) = reflector::store();
     let recent = Arc::new(Recent::new(reader.clone()));
-    let on_event = service_event_hook(recent.clone(), provider.clone(), config.clone());
+    let on_event = service_event_hook(
+        recent.clone(),
+        reader.clone(),
+        provider.clone(),
+        config.clone(),
+    );
     let service_stream = watcher(services.clone(), watcher::Config::default())
         .default_backoff()
         .modify(strip_service)
@@ -307,6 +312,13 @@ async fn prepare(
         if !config.is_ours(&s) || !s.finalizers().iter().any(|f| f == FINALIZER) {
             return None;
         }
+        // A Service on its way out is not restored: the last leader may have
+        // released its addresses already (cleanup releases before it removes
+        // the finalizer) and handed them to another Service, which would then
+        // lose them here. Its cleanup runs as soon as the controller starts.
+        if s.metadata.deletion_timestamp.is_some() {
+            return None;
+        }
         let ingress = published_ingress(&s);
         strip_service(&mut s);
         (!ingress.is_empty()).then(|| OwnedService {
@@ -389,12 +401,23 @@ fn service_fingerprint(svc: &Service) -> Option<u64> {
 /// What the controller does with each Service event besides caching it: it
 /// retires what [`Recent`] kept once the watch has caught up, and, for a
 /// provider that takes the finalizer late, lets go of a Service of ours
-/// deleted before the finalizer was on it (nothing else would call for it).
+/// deleted before the finalizer was on it (nothing else would call for it):
+/// on its delete event, or, when the watch had to list again and so sends
+/// no delete events for what went meanwhile, when the new list lacks it.
 fn service_event_hook(
     recent: Arc<Recent>,
+    store: reflector::Store<Service>,
     provider: Arc<dyn Provider>,
     config: Config,
 ) -> impl FnMut(&watcher::Event<Service>) {
+    let release = |provider: &Arc<dyn Provider>, key: ferrolb_provider_api::ServiceKey| {
+        let provider = provider.clone();
+        tokio::spawn(async move {
+            if let Err(e) = provider.delete(&key).await {
+                warn!(service = %key, error = %e, "releasing a deleted Service failed");
+            }
+        });
+    };
     move |event| match event {
         watcher::Event::Apply(svc) | watcher::Event::InitApply(svc) => recent.observe(svc),
         watcher::Event::Delete(svc) => {
@@ -403,12 +426,17 @@ fn service_event_hook(
                 && !reconcile::has_finalizer(svc)
                 && !provider.needs_finalizer_before_ensure()
             {
-                let (provider, key) = (provider.clone(), reconcile::service_key(svc));
-                tokio::spawn(async move {
-                    if let Err(e) = provider.delete(&key).await {
-                        warn!(service = %key, error = %e, "releasing a deleted Service failed");
-                    }
-                });
+                release(&provider, reconcile::service_key(svc));
+            }
+        }
+        // The store holds the new list by now (the reflector runs first).
+        watcher::Event::InitDone if !provider.needs_finalizer_before_ensure() => {
+            for key in provider.held() {
+                let r = ObjectRef::<Service>::new(&key.name).within(&key.namespace);
+                if store.get(&r).is_none() {
+                    info!(service = %key, "releasing a Service deleted while the watch was down");
+                    release(&provider, key);
+                }
             }
         }
         watcher::Event::Init | watcher::Event::InitDone => {}

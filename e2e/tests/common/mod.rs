@@ -6,9 +6,11 @@
 pub mod bad_input;
 pub mod bench;
 pub mod bgp;
+pub mod churn;
 pub mod failover;
 pub mod faults;
 pub mod l2;
+pub mod proxy;
 pub mod scale;
 
 use std::collections::BTreeMap;

@@ -105,6 +105,16 @@ pub trait Provider: Send + Sync + 'static {
         true
     }
 
+    /// For a provider that keeps its state in memory only (one that answers
+    /// false to [`Provider::needs_finalizer_before_ensure`]): the Services it
+    /// holds something for. After each fresh list of Services the controller
+    /// calls `delete` for those the list no longer shows: a Service deleted
+    /// while the watch was down, before our finalizer was on it, leaves no
+    /// delete event behind. Default: none.
+    fn held(&self) -> Vec<ServiceKey> {
+        Vec::new()
+    }
+
     /// Rebuild in-memory state from the Services this install already owns.
     /// Called once, after leadership is acquired and before any `ensure`.
     async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {

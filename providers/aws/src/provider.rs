@@ -471,6 +471,16 @@ impl Provider for AwsProvider {
             .filter(|s| s.ingress.iter().any(|i| matches!(i, Ingress::Hostname(_))))
             .map(|s| s.intent.key);
         lock(&self.published).extend(published);
+        // What is tagged for each Service, before its first ensure: a leader
+        // that died between making a Service's new load balancer (or target
+        // group) and deleting the old one left the old one tagged for a
+        // Service that still exists, which no sweep deletes. A full ensure
+        // deletes it when it knows of it, and a Service's first ensure in a
+        // new process is a full one. Failing here only delays that to the
+        // first sweep.
+        if let Err(e) = self.owners().await {
+            warn!(error = %e, "listing what the account holds for each Service failed; the first sweep will");
+        }
         Ok(())
     }
 

@@ -423,6 +423,10 @@ impl Provider for BareMetalProvider {
         false
     }
 
+    fn held(&self) -> Vec<ServiceKey> {
+        lock(&self.shared.allocator).holding().cloned().collect()
+    }
+
     async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
         let api: Api<IPPool> = Api::all(self.client.clone());
         let (pools_tx, pools_rx) = watch::channel(Vec::new());
@@ -454,10 +458,9 @@ impl Provider for BareMetalProvider {
                 source: Box::new(e),
             })?;
 
-        let mut restored = 0usize;
-        {
-            let mut allocator = lock(&self.shared.allocator);
-            for svc in owned {
+        let services: Vec<(Request, Vec<IpAddr>)> = owned
+            .into_iter()
+            .map(|svc| {
                 let addrs: Vec<IpAddr> = svc
                     .ingress
                     .iter()
@@ -478,11 +481,16 @@ impl Provider for BareMetalProvider {
                     pool: None,
                     sharing: None,
                 });
-                match allocator.restore(&req, &addrs) {
-                    Ok(_) => restored += 1,
-                    Err(e) => {
-                        warn!(service = %svc.intent.key, error = %e, "could not restore the Service's addresses; it will get new ones")
-                    }
+                (req, addrs)
+            })
+            .collect();
+        let results = lock(&self.shared.allocator).restore_all(services);
+        let mut restored = 0usize;
+        for (service, result) in results {
+            match result {
+                Ok(_) => restored += 1,
+                Err(e) => {
+                    warn!(%service, error = %e, "could not restore the Service's addresses; it will get new ones")
                 }
             }
         }

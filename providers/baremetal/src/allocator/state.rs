@@ -173,6 +173,92 @@ impl Allocator {
         Ok(allocation)
     }
 
+    /// Restores many Services at once (see [`Allocator::restore`]), the
+    /// Services whose addresses still meet their request first.
+    ///
+    /// Two Services can show one address after a leader died between moving
+    /// one of them (its request changed) and writing that Service's new
+    /// status: the address was free in its memory and went to the other
+    /// Service, or, when the Service left a sharing key, the others of that
+    /// key still hold it. The ones whose request the address still meets
+    /// keep it; the one whose request had changed gets new addresses. Among
+    /// the Services that show an address and ask for nothing that rules it
+    /// out, the largest group under one sharing key counts as meeting it (a
+    /// Service without a key counts only when it is alone). Between two
+    /// groups of one size nothing tells which one changed; list order then
+    /// decides, as before.
+    pub fn restore_all(
+        &mut self,
+        services: Vec<(Request, Vec<IpAddr>)>,
+    ) -> Vec<(ServiceKey, Result<Allocation, AllocError>)> {
+        let wanted: Vec<bool> = services
+            .iter()
+            .map(|(req, addrs)| self.asked_for(req, addrs))
+            .collect();
+        // Per address, how many Services that ask for it show it, per key.
+        let mut shown: BTreeMap<IpAddr, BTreeMap<Option<&str>, usize>> = BTreeMap::new();
+        for ((req, addrs), _) in services.iter().zip(&wanted).filter(|(_, w)| **w) {
+            let key = req.sharing.as_ref().map(|s| s.key.as_str());
+            for ip in addrs {
+                *shown.entry(*ip).or_default().entry(key).or_default() += 1;
+            }
+        }
+        let meets = |req: &Request, addrs: &[IpAddr]| {
+            let key = req.sharing.as_ref().map(|s| s.key.as_str());
+            addrs.iter().all(|ip| {
+                let Some(by_key) = shown.get(ip) else {
+                    return true;
+                };
+                let ours = by_key.get(&key).copied().unwrap_or(0);
+                let largest_other = by_key
+                    .iter()
+                    .filter(|(k, _)| **k != key)
+                    .map(|(_, n)| *n)
+                    .max()
+                    .unwrap_or(0);
+                match key {
+                    None => ours <= 1 && largest_other == 0,
+                    Some(_) => ours >= largest_other,
+                }
+            })
+        };
+        let order: Vec<bool> = services
+            .iter()
+            .zip(&wanted)
+            .map(|((req, addrs), wanted)| *wanted && meets(req, addrs))
+            .collect();
+        let (first, then): (Vec<_>, Vec<_>) = services
+            .into_iter()
+            .zip(order)
+            .partition(|(_, first)| *first);
+        first
+            .into_iter()
+            .chain(then)
+            .map(|((req, addrs), _)| {
+                let result = self.restore(&req, &addrs);
+                (req.service, result)
+            })
+            .collect()
+    }
+
+    /// Whether restored addresses are what the Service asks for now: the
+    /// addresses it requests, in the pool it requests.
+    fn asked_for(&self, req: &Request, addresses: &[IpAddr]) -> bool {
+        addresses.iter().all(|ip| {
+            let requested = req
+                .addresses
+                .iter()
+                .filter(|a| IpFamily::of(a) == IpFamily::of(ip))
+                .all(|a| a == ip);
+            let in_pool = req.pool.as_ref().is_none_or(|name| {
+                self.by_name
+                    .get(name)
+                    .is_some_and(|&i| self.pools[i].contains(ip))
+            });
+            requested && in_pool
+        })
+    }
+
     /// The pool a restored address is taken to come from: the requested pool if
     /// it holds it, else the first pool that holds it and serves the Service,
     /// else the first that holds it, else none ("").
@@ -199,6 +285,11 @@ impl Allocator {
             self.unhold(ip, service, held.sharing.as_ref());
         }
         true
+    }
+
+    /// The Services that hold addresses.
+    pub fn holding(&self) -> impl Iterator<Item = &ServiceKey> {
+        self.services.keys()
     }
 
     pub fn allocation(&self, service: &ServiceKey) -> Option<&Allocation> {

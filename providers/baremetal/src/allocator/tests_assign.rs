@@ -397,6 +397,74 @@ fn restore_conflict_records_nothing() {
 }
 
 #[test]
+fn restoring_an_address_two_services_show_keeps_it_where_the_request_still_wants_it() {
+    // `moved` asked for 10.0.9.1 and got it in memory; the leader gave its
+    // old 10.0.0.1 to `taker` and died before `moved`'s status changed.
+    let pools = || vec![pool("p", &["10.0.0.0/29"]), pool("m", &["10.0.9.0/30"])];
+    let mut moved = req("ns", "a-moved");
+    moved.addresses = vec![ip("10.0.9.1")];
+    let taker = req("ns", "b-taker");
+    for order in [[0, 1], [1, 0]] {
+        let mut a = allocator(pools());
+        let both = [moved.clone(), taker.clone()];
+        let results = a.restore_all(
+            order
+                .iter()
+                .map(|&i| (both[i].clone(), vec![ip("10.0.0.1")]))
+                .collect(),
+        );
+        let failed: Vec<_> = results
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(k, _)| k.clone())
+            .collect();
+        assert_eq!(failed, vec![key("ns", "a-moved")], "order {order:?}");
+        assert_eq!(a.holders(&ip("10.0.0.1")), vec![key("ns", "b-taker")]);
+        assert_eq!(try_assign(&mut a, &moved), "10.0.9.1@m");
+    }
+
+    // `left` dropped its sharing key and moved; `stays` joined the address
+    // under the key. Without a key, sharing the address is not `left`'s.
+    let mut a = allocator(pools());
+    let left = req("ns", "a-left");
+    let mut stays = req("ns", "b-stays");
+    stays.sharing = Some(sharing("k", &[tcp(53)], "Cluster"));
+    let mut first = req("ns", "c-first");
+    first.sharing = Some(sharing("k", &[tcp(80)], "Cluster"));
+    let results = a.restore_all(vec![
+        (left.clone(), vec![ip("10.0.0.2")]),
+        (stays.clone(), vec![ip("10.0.0.2")]),
+        (first.clone(), vec![ip("10.0.0.2")]),
+    ]);
+    let ok: Vec<_> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(k, _)| k.name.clone())
+        .collect();
+    assert_eq!(ok, ["b-stays", "c-first"]);
+    assert_eq!(
+        a.holders(&ip("10.0.0.2")),
+        vec![key("ns", "b-stays"), key("ns", "c-first")]
+    );
+
+    // `switched` moved to key j; the two left under key k keep the address.
+    let mut a = allocator(pools());
+    let mut switched = req("ns", "a-switched");
+    switched.sharing = Some(sharing("j", &[tcp(443)], "Cluster"));
+    let results = a.restore_all(vec![
+        (switched.clone(), vec![ip("10.0.0.3")]),
+        (stays.clone(), vec![ip("10.0.0.3")]),
+        (first.clone(), vec![ip("10.0.0.3")]),
+    ]);
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(k, _)| k.name.clone())
+        .collect();
+    assert_eq!(failed, ["a-switched"]);
+}
+
+#[test]
 fn pool_edits_never_move_an_address() {
     let mut a = allocator(vec![pool("a", &["10.0.0.0/30"])]);
     let mut r = req("ns", "s");

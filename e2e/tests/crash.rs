@@ -1,0 +1,246 @@
+//! Crash anywhere: a random churn of Services while the controller is killed
+//! with SIGKILL at random moments and started again, then the invariants a
+//! user relies on, checked by a watch of its own and by reading everything
+//! back once the controller has caught up.
+//!
+//! The CI form is small enough for a few minutes on two cores; a longer run:
+//!
+//! ```text
+//! FERROLB_CRASH_KILLS=300 FERROLB_CRASH_SERVICES=200 \
+//!   cargo test -p ferrolb-e2e --test crash baremetal -- --nocapture
+//! ```
+//!
+//! (`FERROLB_CRASH_AWS_SERVICES` sizes the AWS variant.)
+
+mod common;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, bail, ensure};
+use common::churn::aws::{self as aws_churn, AwsAccount};
+use common::churn::{self, ChurnConfig, Flavor, Outcome, Rng, check, killer, observe::Observer};
+use common::{Env, WithLog};
+use ferrolb_e2e::{FerrolbProcess, wait_for};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use tokio::sync::watch;
+
+/// Time the controller gets to catch up after the last kill.
+const CONVERGE: Duration = Duration::from_secs(300);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn baremetal_services_survive_kills_at_random_moments() -> Result<()> {
+    let env = &Env::start().await?;
+    churn::create_pools(env).await?;
+    let slots = churn::env_number("FERROLB_CRASH_SERVICES", 200);
+    crash_anywhere(
+        "bare metal",
+        env,
+        Flavor::BareMetal,
+        slots,
+        (Duration::from_millis(20), Duration::from_millis(200)),
+        || env.controller(&[]),
+        |outcome| async move { check::problems(&env.client, &env.ns, &outcome).await },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_services_survive_kills_at_random_moments() -> Result<()> {
+    let env = &Env::start().await?;
+    let account = &AwsAccount::start(&env.client).await?;
+    let slots = churn::env_number("FERROLB_CRASH_AWS_SERVICES", 40);
+    crash_anywhere(
+        "AWS",
+        env,
+        Flavor::Aws,
+        slots,
+        (Duration::from_millis(100), Duration::from_millis(600)),
+        || account.controller(&env.cp),
+        |outcome| async move { aws_churn::problems(&env.client, &env.ns, account, &outcome).await },
+    )
+    .await
+}
+
+/// Churns `slots` Services while killing the controller
+/// `FERROLB_CRASH_KILLS` times, then waits for `problems` to find nothing.
+async fn crash_anywhere<Fut>(
+    what: &str,
+    env: &Env,
+    flavor: Flavor,
+    slots: usize,
+    pause: (Duration, Duration),
+    spawn: impl FnMut() -> Result<FerrolbProcess>,
+    problems: impl Fn(Arc<Outcome>) -> Fut,
+) -> Result<()>
+where
+    Fut: Future<Output = Result<Vec<String>>>,
+{
+    let kills_wanted = churn::env_number("FERROLB_CRASH_KILLS", 50);
+    let mut rng = Rng::new(churn::seed_from_env());
+    let observer = Observer::start(env.services());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let churn = tokio::spawn(churn::run(
+        env.services(),
+        env.ns.clone(),
+        observer.state.clone(),
+        ChurnConfig {
+            flavor,
+            slots,
+            other_every: 10,
+            workers: 4,
+            pause,
+            max_ops: 50 * slots as u64,
+        },
+        rng.fork(),
+        stop_rx,
+    ));
+
+    let killed = killer::kill_repeatedly(kills_wanted, rng.fork(), spawn).await;
+    let _ = stop_tx.send(true);
+    let outcome = Arc::new(churn.await??);
+    let (ctl, kills) = killed?;
+
+    let converged = check::converge_with(CONVERGE, || problems(outcome.clone())).await;
+    // Anything that still moves after convergence shows in the watch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let violations = observer.violations();
+    let seen = churn::lock(&observer.state);
+    println!(
+        "crash anywhere ({what}): {} kills ({} before the controller was ready) over {:.0?}; \
+         {slots} Service slots, {} Services made, {} ops ({:?}); {} left, {} deleted; \
+         {} watch events, {} address changes seen; converged {:?} after the last start; \
+         {} invariant violations",
+        kills.kills,
+        kills.before_ready,
+        kills.elapsed,
+        outcome.counts.creates,
+        outcome.counts.ops(),
+        outcome.counts,
+        outcome.live.len(),
+        outcome.deleted.len(),
+        seen.events,
+        seen.address_changes(),
+        converged.as_ref().map_err(Vec::len),
+        violations.len(),
+    );
+    drop(seen);
+    let result = (|| {
+        ensure!(
+            kills.kills == kills_wanted,
+            "{} kills of {kills_wanted}",
+            kills.kills
+        );
+        ensure!(
+            violations.is_empty(),
+            "invariants broken during the run:\n{}",
+            violations.join("\n")
+        );
+        if let Err(problems) = &converged {
+            bail!(
+                "not converged {CONVERGE:?} after the last start:\n{}",
+                problems.join("\n")
+            );
+        }
+        Ok(())
+    })();
+    result.with_log(&ctl)
+}
+
+/// What a Service shows after a controller that served it died: our
+/// finalizer, the pool annotation and `ip` in its status.
+async fn served_by_a_dead_controller(
+    env: &Env,
+    name: &str,
+    ip: &str,
+    tweak: impl FnOnce(&mut k8s_openapi::api::core::v1::Service),
+) -> Result<()> {
+    env.create_service(name, |s| {
+        s.metadata.finalizers = Some(vec!["ferrolb.io/load-balancer-cleanup".into()]);
+        s.metadata.annotations =
+            common::annotations(&[("ferrolb.io/ip-allocated-from-pool", "default")]);
+        tweak(s);
+    })
+    .await?;
+    let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}});
+    env.services()
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    Ok(())
+}
+
+/// The controller died after its cleanup of a deleted Service released the
+/// address and gave it to another Service, before it removed the deleted
+/// one's finalizer: both show the address. The live one keeps it.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_between_release_and_finalizer_removal() -> Result<()> {
+    let env = Env::start().await?;
+    env.create_pool("default", &["192.0.2.0/29"], |_| {})
+        .await?;
+    // Names in list order: the one on its way out comes first.
+    served_by_a_dead_controller(&env, "a-leaving", "192.0.2.0", |_| {}).await?;
+    env.services()
+        .delete("a-leaving", &DeleteParams::default())
+        .await?;
+    served_by_a_dead_controller(&env, "b-taker", "192.0.2.0", |_| {}).await?;
+
+    let ctl = env.controller(&[])?;
+    let check = async {
+        env.wait_gone("a-leaving").await?;
+        // Its reconcile may have run; give a wrong move the time to show.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let taker = env.services().get("b-taker").await?;
+        assert_eq!(
+            common::ingress_ips(&taker),
+            ["192.0.2.0"],
+            "b-taker's address moved"
+        );
+        env.create_service("c-next", |_| {}).await?;
+        let next = env.wait_ingress("c-next", 1).await?;
+        assert_ne!(next, ["192.0.2.0"], "handed out twice");
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
+
+/// The controller died after it moved a Service to the address the Service
+/// asked for and gave the old one to another Service, before it wrote the
+/// first one's new status: both show the old address. The one whose request
+/// it still meets keeps it; the other gets what it asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_between_moving_a_service_and_writing_its_status() -> Result<()> {
+    let env = Env::start().await?;
+    env.create_pool("default", &["192.0.2.0/29"], |_| {})
+        .await?;
+    served_by_a_dead_controller(&env, "a-moved", "192.0.2.0", |s| {
+        s.spec.as_mut().unwrap().load_balancer_ip = Some("192.0.2.5".into());
+    })
+    .await?;
+    served_by_a_dead_controller(&env, "b-taker", "192.0.2.0", |_| {}).await?;
+
+    let ctl = env.controller(&[])?;
+    let check = async {
+        assert_eq!(
+            wait_for(
+                "a-moved to show what it asked for",
+                common::WAIT,
+                || async {
+                    let ips = common::ingress_ips(&env.services().get("a-moved").await?);
+                    Ok((ips != ["192.0.2.0"]).then_some(ips))
+                }
+            )
+            .await?,
+            ["192.0.2.5"]
+        );
+        let taker = env.services().get("b-taker").await?;
+        assert_eq!(
+            common::ingress_ips(&taker),
+            ["192.0.2.0"],
+            "b-taker's address moved"
+        );
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
