@@ -369,6 +369,7 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     } else {
         debug!("status already up to date");
     }
+    ctx.provider.published(&key, &status);
     if let Some(mut latest) = latest {
         crate::controller::strip_service(&mut latest);
         stale.retain(|rv| latest.metadata.resource_version.as_ref() != Some(rv));

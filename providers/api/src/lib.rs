@@ -137,6 +137,15 @@ pub trait Provider: Send + Sync + 'static {
         intent: &LoadBalancerIntent,
     ) -> Result<LoadBalancerStatus, ProviderError>;
 
+    /// Called once the Service's status shows what `ensure` returned, whether
+    /// just written or already so. A provider that frees something when a
+    /// Service moves (an address from a pool) frees it only now: until the
+    /// new status is out the old one still shows it, and a restart would
+    /// restore it from there. Default: nothing.
+    fn published(&self, key: &ServiceKey, status: &LoadBalancerStatus) {
+        let _ = (key, status);
+    }
+
     /// Remove everything this install holds for the Service. Idempotent: it
     /// succeeds when nothing is left, including when `ensure` never ran.
     async fn delete(&self, key: &ServiceKey) -> Result<(), ProviderError>;

@@ -522,15 +522,13 @@ impl Provider for BareMetalProvider {
                 .assign(&req)
                 .map_err(|e| self.shared.unsatisfiable(&e, intent))?;
             let changed = before.as_ref() != Some(&allocation);
-            (allocation, changed.then_some(before.is_some()))
+            (allocation, changed)
         };
-        if let Some(moved) = changed {
+        if changed {
+            // A Service that moved keeps its old addresses taken until its
+            // new status is out (see `published`).
             info!(service = %intent.key, addresses = ?allocation.addresses, pool = %allocation.pool, "allocated");
             self.shared.dirty.notify_one();
-            if moved {
-                // The Service asked for other addresses; its old ones are free.
-                self.shared.notify_waiting();
-            }
         }
         Ok(LoadBalancerStatus {
             ingress: allocation
@@ -543,6 +541,22 @@ impl Provider for BareMetalProvider {
                 Some(allocation.pool.clone()),
             )]),
         })
+    }
+
+    fn published(&self, key: &ServiceKey, status: &LoadBalancerStatus) {
+        let addresses: Vec<IpAddr> = status
+            .ingress
+            .iter()
+            .filter_map(|i| match i {
+                Ingress::Ip(ip) => Some(*ip),
+                Ingress::ProxyIp(_) | Ingress::Hostname(_) => None,
+            })
+            .collect();
+        if lock(&self.shared.allocator).published(key, &addresses) {
+            debug!(service = %key, "the addresses it moved away from are free");
+            self.shared.dirty.notify_one();
+            self.shared.notify_waiting();
+        }
     }
 
     async fn delete(&self, key: &ServiceKey) -> Result<(), ProviderError> {

@@ -50,8 +50,7 @@ impl Allocator {
             sharing: req.sharing.clone(),
         };
         if self.services.get(&req.service) != Some(&held) {
-            self.release(&req.service);
-            self.record(&req.service, held.allocation, held.sharing);
+            self.replace(&req.service, held);
         }
         Ok(allocation)
     }

@@ -63,6 +63,9 @@ pub enum ShareConflict {
         ports: Vec<(Protocol, u16)>,
     },
     DifferentBackend,
+    /// The holder is moving to other addresses and its status still shows
+    /// this one.
+    Leaving,
 }
 
 impl fmt::Display for ShareConflict {
@@ -84,6 +87,9 @@ impl fmt::Display for ShareConflict {
             }
             ShareConflict::DifferentBackend => f.write_str(
                 "the Services send traffic to different backends (Services that share an address must have the same externalTrafficPolicy and, with Local, select the same Pods)",
+            ),
+            ShareConflict::Leaving => f.write_str(
+                "that Service is moving to another address and its status still shows this one; it is free once its new status is written",
             ),
         }
     }

@@ -9,6 +9,9 @@
 //!    satisfy its request (same explicit address, inside the requested pool,
 //!    shareable with the other holders). Pool edits never move an address: an
 //!    allocation outlives a change to, or the removal of, the pool it came from.
+//!    A Service that moves (its request changed) keeps its old addresses
+//!    taken until [`Allocator::published`] says its new status is out: until
+//!    then that status still shows them, and a restart would restore them.
 //! 2. Explicitly requested addresses are given if a pool that serves the Service
 //!    holds them, even a pool with `autoAssign: false`.
 //! 3. Otherwise pools are tried in order (priority ascending, then pools without
@@ -47,6 +50,8 @@ mod state;
 mod tests_assign;
 #[cfg(test)]
 mod tests_dual_stack;
+#[cfg(test)]
+mod tests_leaving;
 #[cfg(test)]
 mod tests_props;
 #[cfg(test)]

@@ -22,7 +22,13 @@ pub struct Allocator {
     /// The authority on what is taken.
     pub(crate) holders: BTreeMap<IpAddr, BTreeSet<ServiceKey>>,
     pub(crate) services: BTreeMap<ServiceKey, Held>,
-    /// Sharing key -> the addresses held under it.
+    /// Addresses a Service moved away from that its published status may
+    /// still show, with the sharing they were held under. They stay taken
+    /// until [`Allocator::published`] says the new ones are out: were they
+    /// handed on before, a restart would find two Services showing them.
+    pub(crate) leaving: BTreeMap<ServiceKey, Vec<(IpAddr, Option<Sharing>)>>,
+    /// Sharing key -> the addresses held under it as a Service's current
+    /// address (a Service may join one of these; never a leaving one).
     pub(crate) shared: BTreeMap<String, BTreeSet<IpAddr>>,
     /// Free-set candidates looked at, in total: shows that finding a free
     /// address does not scan the pool.
@@ -176,11 +182,13 @@ impl Allocator {
     /// Restores many Services at once (see [`Allocator::restore`]), the
     /// Services whose addresses still meet their request first.
     ///
-    /// Two Services can show one address after a leader died between moving
-    /// one of them (its request changed) and writing that Service's new
-    /// status: the address was free in its memory and went to the other
-    /// Service, or, when the Service left a sharing key, the others of that
-    /// key still hold it. The ones whose request the address still meets
+    /// Two Services can show one address when a Service moved (its request
+    /// changed) and the leader died before writing its new status while the
+    /// others of a sharing key it left still hold the address. (An address
+    /// a Service moved away from is not handed to anyone else before its new
+    /// status is out, see [`Allocator::published`]; a leader older than that,
+    /// or a hand-edited status, can still leave one address on two Services
+    /// that may not share it.) The ones whose request the address still meets
     /// keep it; the one whose request had changed gets new addresses. Among
     /// the Services that show an address and ask for nothing that rules it
     /// out, the largest group under one sharing key counts as meeting it (a
@@ -278,6 +286,9 @@ impl Allocator {
     /// Frees the Service's addresses (a shared address is freed when its last
     /// holder goes). Returns whether it held any.
     pub fn release(&mut self, service: &ServiceKey) -> bool {
+        for (ip, sharing) in self.leaving.remove(service).unwrap_or_default() {
+            self.unhold(&ip, service, sharing.as_ref());
+        }
         let Some(held) = self.services.remove(service) else {
             return false;
         };
@@ -285,6 +296,65 @@ impl Allocator {
             self.unhold(ip, service, held.sharing.as_ref());
         }
         true
+    }
+
+    /// Says that the Service's status now shows `addresses`. If they are
+    /// what it holds, the addresses it moved away from are freed. Returns
+    /// whether any were.
+    pub fn published(&mut self, service: &ServiceKey, addresses: &[IpAddr]) -> bool {
+        let current = self.services.get(service).is_some_and(|h| {
+            let held = &h.allocation.addresses;
+            held.len() == addresses.len() && held.iter().all(|ip| addresses.contains(ip))
+        });
+        if !current {
+            return false;
+        }
+        let Some(leaving) = self.leaving.remove(service) else {
+            return false;
+        };
+        for (ip, sharing) in &leaving {
+            self.unhold(ip, service, sharing.as_ref());
+        }
+        !leaving.is_empty()
+    }
+
+    /// The addresses the Service moved away from and still holds until
+    /// [`Allocator::published`].
+    pub fn leaving(&self, service: &ServiceKey) -> Vec<IpAddr> {
+        self.leaving
+            .get(service)
+            .map(|l| l.iter().map(|(ip, _)| *ip).collect())
+            .unwrap_or_default()
+    }
+
+    /// Makes `held` the Service's allocation in place of the one it has. An
+    /// address it holds now and not in `held` becomes a leaving one (see
+    /// [`Allocator::leaving`]); a leaving one it takes back is its own again.
+    pub(crate) fn replace(&mut self, service: &ServiceKey, held: Held) {
+        let mut leaving = self.leaving.remove(service).unwrap_or_default();
+        if let Some(old) = self.services.remove(service) {
+            for ip in old.allocation.addresses {
+                if held.allocation.addresses.contains(&ip) {
+                    self.unhold(&ip, service, old.sharing.as_ref());
+                } else if !leaving.iter().any(|(l, _)| *l == ip) {
+                    if let Some(sharing) = &old.sharing {
+                        self.unshare_unless_held(&ip, &sharing.key);
+                    }
+                    leaving.push((ip, old.sharing.clone()));
+                }
+            }
+        }
+        leaving.retain(|(ip, sharing)| {
+            let back = held.allocation.addresses.contains(ip);
+            if back {
+                self.unhold(ip, service, sharing.as_ref());
+            }
+            !back
+        });
+        if !leaving.is_empty() {
+            self.leaving.insert(service.clone(), leaving);
+        }
+        self.record(service, held.allocation, held.sharing);
     }
 
     /// The Services that hold addresses.
@@ -357,20 +427,33 @@ impl Allocator {
             return;
         };
         holders.remove(service);
-        if !holders.is_empty() {
-            // The others hold it under the same key (sharing demands it).
+        if holders.is_empty() {
+            self.holders.remove(ip);
+            for pool in self.pools.iter_mut().filter(|p| p.contains(ip)) {
+                pool.mark_free(ip);
+            }
+        }
+        // Any other holders hold it under the same key (sharing demands it).
+        if let Some(sharing) = sharing {
+            self.unshare_unless_held(ip, &sharing.key);
+        }
+    }
+
+    /// Takes `ip` out of the key's shared addresses unless a Service still
+    /// holds it as its current address: nobody may join an address that is
+    /// only leaving.
+    fn unshare_unless_held(&mut self, ip: &IpAddr, key: &str) {
+        let held = self
+            .holders
+            .get(ip)
+            .is_some_and(|holders| holders.iter().any(|h| self.holds_now(h, ip)));
+        if held {
             return;
         }
-        self.holders.remove(ip);
-        for pool in self.pools.iter_mut().filter(|p| p.contains(ip)) {
-            pool.mark_free(ip);
-        }
-        if let Some(sharing) = sharing
-            && let Some(set) = self.shared.get_mut(&sharing.key)
-        {
+        if let Some(set) = self.shared.get_mut(key) {
             set.remove(ip);
             if set.is_empty() {
-                self.shared.remove(&sharing.key);
+                self.shared.remove(key);
             }
         }
     }
@@ -384,13 +467,43 @@ impl Allocator {
         sharing: Option<&Sharing>,
     ) -> Option<(ServiceKey, ShareConflict)> {
         let holders = self.holders.get(ip)?;
-        for holder in holders.iter().filter(|h| *h != service) {
-            let theirs = self.services.get(holder).and_then(|h| h.sharing.as_ref());
-            if let Some(conflict) = sharing_conflict(sharing, theirs) {
+        let others = || holders.iter().filter(|h| *h != service);
+        // An address only leaving Services hold goes to nobody until they
+        // are gone; one that others still hold is shared by their rules,
+        // the leaving holders' included.
+        let only_leaving = others().all(|h| !self.holds_now(h, ip));
+        for holder in others() {
+            let conflict = if only_leaving {
+                Some(ShareConflict::Leaving)
+            } else if self.holds_now(holder, ip) {
+                let theirs = self.services.get(holder).and_then(|h| h.sharing.as_ref());
+                sharing_conflict(sharing, theirs)
+            } else {
+                sharing_conflict(sharing, self.leaving_sharing(holder, ip))
+            };
+            if let Some(conflict) = conflict {
                 return Some((holder.clone(), conflict));
             }
         }
         None
+    }
+
+    /// Whether `ip` is among the holder's current addresses (not only
+    /// leaving).
+    fn holds_now(&self, holder: &ServiceKey, ip: &IpAddr) -> bool {
+        self.services
+            .get(holder)
+            .is_some_and(|held| held.allocation.addresses.contains(ip))
+    }
+
+    /// The sharing the holder held a leaving address under.
+    fn leaving_sharing(&self, holder: &ServiceKey, ip: &IpAddr) -> Option<&Sharing> {
+        self.leaving
+            .get(holder)?
+            .iter()
+            .find(|(l, _)| l == ip)?
+            .1
+            .as_ref()
     }
 
     /// Free intervals of a pool's family (to show that fragmentation, not pool

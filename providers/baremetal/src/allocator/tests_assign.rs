@@ -529,10 +529,14 @@ fn a_failed_assign_leaves_the_allocation_alone() {
         "10.0.1.0@b",
         "a changed request moves it"
     );
+    // Its old address is leaving until the new one is published.
+    assert_eq!(a.holders(&ip("10.0.0.0")), vec![key("ns", "s")]);
+    assert!(a.published(&r.service, &[ip("10.0.1.0")]));
     assert_eq!(a.holders(&ip("10.0.0.0")), vec![]);
     r.pool = None;
     r.addresses = vec![ip("10.0.0.1")];
     assert_eq!(try_assign(&mut a, &r), "10.0.0.1@a");
+    assert!(a.published(&r.service, &[ip("10.0.0.1")]));
     assert_eq!(a.usage("b").unwrap().assigned_v4, 0);
 }
 

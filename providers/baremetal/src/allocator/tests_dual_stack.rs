@@ -113,5 +113,7 @@ fn gaining_a_family_keeps_the_first_address_and_its_pool() {
         "fd00:2::@dual",
         "dropping a family frees it"
     );
+    assert_eq!(a.leaving(&r.service), vec![ip("10.0.1.1")]);
+    assert!(a.published(&r.service, &[ip("fd00:2::")]));
     assert_eq!(a.holders(&ip("10.0.1.1")), vec![]);
 }

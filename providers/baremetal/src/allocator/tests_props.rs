@@ -156,6 +156,8 @@ enum Op {
     Release(usize),
     SetPools(Vec<Pool>),
     Restore(Request, Vec<u32>),
+    /// The Service's status now shows what it holds.
+    Published(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -164,6 +166,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..SERVICES).prop_map(Op::Release),
         1 => pools().prop_map(Op::SetPools),
         1 => (request(), prop::collection::vec(0u32..V4_LEN + V6_LEN, 0..3)).prop_map(|(r, o)| Op::Restore(r, o)),
+        3 => (0..SERVICES).prop_map(Op::Published),
     ]
 }
 
@@ -172,6 +175,8 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     pools: Vec<Pool>,
     held: BTreeMap<ServiceKey, (Allocation, Option<Sharing>)>,
+    /// Addresses a Service moved away from, not yet published.
+    leaving: BTreeMap<ServiceKey, Vec<(IpAddr, Option<Sharing>)>>,
 }
 
 impl Model {
@@ -184,12 +189,40 @@ impl Model {
             .collect()
     }
 
-    fn holders(&self, ip: &IpAddr) -> Vec<ServiceKey> {
-        self.held
+    /// Who holds `ip`, with the sharing each holds it under: current
+    /// holders and leaving ones.
+    fn holders_with(&self, ip: &IpAddr) -> BTreeMap<ServiceKey, Option<Sharing>> {
+        let current = self
+            .held
             .iter()
             .filter(|(_, (a, _))| a.addresses.contains(ip))
-            .map(|(k, _)| k.clone())
-            .collect()
+            .map(|(k, (_, s))| (k.clone(), s.clone()));
+        let leaving = self.leaving.iter().filter_map(|(k, l)| {
+            l.iter()
+                .find(|(l, _)| l == ip)
+                .map(|(_, s)| (k.clone(), s.clone()))
+        });
+        current.chain(leaving).collect()
+    }
+
+    fn holders(&self, ip: &IpAddr) -> Vec<ServiceKey> {
+        self.holders_with(ip).into_keys().collect()
+    }
+
+    /// What `assign` does with a Service's old addresses.
+    fn moved(&mut self, service: &ServiceKey, to: &Allocation) {
+        let mut leaving = self.leaving.remove(service).unwrap_or_default();
+        if let Some((old, sharing)) = self.held.get(service) {
+            for ip in &old.addresses {
+                if !to.addresses.contains(ip) && !leaving.iter().any(|(l, _)| l == ip) {
+                    leaving.push((*ip, sharing.clone()));
+                }
+            }
+        }
+        leaving.retain(|(ip, _)| !to.addresses.contains(ip));
+        if !leaving.is_empty() {
+            self.leaving.insert(service.clone(), leaving);
+        }
     }
 }
 
@@ -213,12 +246,12 @@ fn check(a: &Allocator, m: &Model) -> Result<(), TestCaseError> {
         );
     }
     for ip in universe() {
-        let holders = m.holders(&ip);
-        prop_assert_eq!(a.holders(&ip), holders.clone(), "holders of {}", ip);
-        for (i, x) in holders.iter().enumerate() {
-            for y in &holders[i + 1..] {
+        let holders: Vec<_> = m.holders_with(&ip).into_iter().collect();
+        prop_assert_eq!(a.holders(&ip), m.holders(&ip), "holders of {}", ip);
+        for (i, (x, xs)) in holders.iter().enumerate() {
+            for (y, ys) in &holders[i + 1..] {
                 prop_assert!(
-                    may_share(&m.held[x].1, &m.held[y].1),
+                    may_share(xs, ys),
                     "{} and {} share {} against the rules",
                     x,
                     y,
@@ -227,10 +260,19 @@ fn check(a: &Allocator, m: &Model) -> Result<(), TestCaseError> {
             }
         }
     }
+    for (svc, leaving) in &m.leaving {
+        prop_assert_eq!(
+            a.leaving(svc),
+            leaving.iter().map(|(ip, _)| *ip).collect::<Vec<_>>(),
+            "leaving of {}",
+            svc
+        );
+    }
     let held: BTreeSet<IpAddr> = m
         .held
         .values()
         .flat_map(|(al, _)| al.addresses.iter().copied())
+        .chain(m.leaving.values().flatten().map(|(ip, _)| *ip))
         .collect();
     for pool in m.live_pools() {
         let inside = |ip: &IpAddr| pool.ranges.iter().any(|r| r.contains(ip));
@@ -357,6 +399,12 @@ proptest! {
                             check_new_addresses(&m, &req, before.as_ref(), &al)?;
                             prop_assert!(!al.addresses.is_empty());
                             prop_assert_eq!(al.addresses.iter().map(IpFamily::of).next(), Some(req.families[0]));
+                            for ip in al.addresses.iter().filter(|ip| before.as_ref().is_none_or(|b| !b.addresses.contains(ip))) {
+                                let others = m.holders(ip).into_iter().filter(|h| *h != req.service);
+                                let current = others.clone().any(|h| m.held.get(&h).is_some_and(|(b, _)| b.addresses.contains(ip)));
+                                prop_assert!(current || others.count() == 0, "{} got {}, which only leaving Services hold", req.service, ip);
+                            }
+                            m.moved(&req.service, &al);
                             m.held.insert(req.service.clone(), (al.clone(), req.sharing.clone()));
                             prop_assert_eq!(a.assign(&req), Ok(al), "assign is idempotent");
                         }
@@ -364,8 +412,19 @@ proptest! {
                     }
                 }
                 Op::Release(i) => {
-                    let freed = m.held.remove(&service(i)).map(|(al, _)| al.addresses).unwrap_or_default();
-                    prop_assert_eq!(a.release(&service(i)), !freed.is_empty());
+                    let mut freed = m.held.remove(&service(i)).map(|(al, _)| al.addresses).unwrap_or_default();
+                    let was_held = !freed.is_empty();
+                    freed.extend(m.leaving.remove(&service(i)).unwrap_or_default().into_iter().map(|(ip, _)| ip));
+                    prop_assert_eq!(a.release(&service(i)), was_held);
+                    check_freed(&a, &m, &freed)?;
+                }
+                Op::Published(i) => {
+                    let shown = m.held.get(&service(i)).map(|(al, _)| al.addresses.clone());
+                    let freed: Vec<IpAddr> = match &shown {
+                        Some(_) => m.leaving.remove(&service(i)).unwrap_or_default().into_iter().map(|(ip, _)| ip).collect(),
+                        None => Vec::new(),
+                    };
+                    prop_assert_eq!(a.published(&service(i), &shown.unwrap_or_default()), !freed.is_empty());
                     check_freed(&a, &m, &freed)?;
                 }
                 Op::SetPools(pools) => {
@@ -378,8 +437,10 @@ proptest! {
                     match a.restore(&req, &ips) {
                         Ok(al) if al.addresses.is_empty() => {
                             m.held.remove(&req.service);
+                            m.leaving.remove(&req.service);
                         }
                         Ok(al) => {
+                            m.leaving.remove(&req.service);
                             let got: BTreeSet<_> = al.addresses.iter().collect();
                             prop_assert_eq!(got, ips.iter().collect::<BTreeSet<_>>());
                             m.held.insert(req.service.clone(), (al, req.sharing.clone()));

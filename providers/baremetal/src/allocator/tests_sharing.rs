@@ -199,6 +199,8 @@ fn changing_ports_to_overlap_moves_the_later_service() {
     assert_eq!(try_assign(&mut a, &b), "10.0.0.0@p");
     b.sharing = Some(sharing("k", &[tcp(80)], ""));
     assert_eq!(try_assign(&mut a, &b), "10.0.0.1@p");
+    assert_eq!(a.leaving(&b.service), vec![ip("10.0.0.0")]);
+    assert!(a.published(&b.service, &[ip("10.0.0.1")]));
     assert_eq!(a.holders(&ip("10.0.0.0")), vec![key("ns", "a")]);
     // Keeping the key but changing it to a new one: b alone on its address.
     b.sharing = Some(sharing("new", &[tcp(80)], ""));
