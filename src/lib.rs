@@ -7,6 +7,7 @@ pub mod controller;
 pub mod crd_docs;
 pub mod crds;
 pub mod error;
+pub mod events;
 pub mod fence;
 pub mod intent;
 pub mod leader;

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::cache::Cache;
 use crate::error::Error;
+use crate::events::Events;
 use crate::intent;
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::recent::Recent;
@@ -86,7 +87,7 @@ pub struct Context {
     pub unsatisfied: Arc<Mutex<HashSet<ObjectRef<Service>>>>,
     /// What we wrote last, until the watch shows it.
     pub recent: Arc<Recent>,
-    event_slots: Arc<tokio::sync::Semaphore>,
+    events: Events,
 }
 
 impl Context {
@@ -101,7 +102,7 @@ impl Context {
     ) -> Self {
         Self {
             recent,
-            event_slots: Arc::new(tokio::sync::Semaphore::new(EVENTS_IN_FLIGHT)),
+            events: Events::start(),
             warnings: Mutex::default(),
             client,
             config,
@@ -164,9 +165,9 @@ impl Context {
     }
 
     /// Sends an Event about the Service in the background: a reconcile does
-    /// not wait for it, and at most [`EVENTS_IN_FLIGHT`] are sent at once,
-    /// in the order they were made, so that when thousands of Services
-    /// arrive together their status writes go first and the Events follow.
+    /// not wait for it, and it goes out once the apiserver has time for it
+    /// (see [`crate::events`]), so that when thousands of Services arrive
+    /// together their status writes go first and the Events follow.
     fn publish(&self, svc: &Service, type_: EventType, reason: &str, note: &str) {
         let ev = Event {
             type_,
@@ -193,21 +194,9 @@ impl Context {
             }
             EventType::Normal => self.recorder(),
         };
-        let slots = self.event_slots.clone();
-        let reason = reason.to_string();
-        tokio::spawn(async move {
-            let Ok(_slot) = slots.acquire_owned().await else {
-                return;
-            };
-            if let Err(e) = recorder.publish(&ev, &reference).await {
-                warn!(error = %e, reason, "publishing an event failed");
-            }
-        });
+        self.events.send(recorder, ev, reference);
     }
 }
-
-/// Events sent to the apiserver at once; see [`Context::publish`].
-const EVENTS_IN_FLIGHT: usize = 2;
 
 /// `delay` less `random / u64::MAX` of a fifth of it.
 fn jitter(delay: Duration, random: u64) -> Duration {
@@ -238,6 +227,7 @@ pub fn service_key(svc: &Service) -> ServiceKey {
 #[tracing::instrument(skip_all, fields(service = %service_key(&svc)))]
 pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let _reconciling = ctx.events.reconciling();
     debug!("reconciling");
     let svc = ctx.recent.fresher(svc);
     let api: Api<Service> =

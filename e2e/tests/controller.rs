@@ -397,6 +397,11 @@ async fn two_controllers_exactly_one_acts() -> Result<()> {
 
     env.create_service("a", |_| {}).await?;
     env.wait_ingress("a", 1).await.with_log(&one)?;
+    // Events go out a moment after the address: wait for one, so that the
+    // check below has something to look at.
+    env.wait_event("a", "EnsuredLoadBalancer")
+        .await
+        .with_log(&one)?;
     for e in events_for(&env.client, &env.ns, "a").await? {
         assert_eq!(
             e.reporting_instance.as_deref(),
