@@ -56,6 +56,39 @@ impl FerrolbProcess {
         Self::spawn_program(&ferrolb_bin()?, cp.kubeconfig_path(), cp.dir(), args, envs)
     }
 
+    /// Runs `ferrolb controller --provider aws` for `cluster` without leader
+    /// election, with the AWS endpoint and credentials in `aws_env` (moto's,
+    /// or a proxy's in front of it), metrics on `metrics_addr`, then `extra`.
+    /// It logs at `info,ferrolb=debug,ferrolb_aws=debug` unless `extra` has
+    /// a `--log` of its own.
+    pub fn spawn_aws_controller(
+        cp: &ControlPlane,
+        aws_env: &[(String, String)],
+        cluster: &str,
+        metrics_addr: &str,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let mut args = vec![
+            "controller",
+            "--provider",
+            "aws",
+            "--cluster-name",
+            cluster,
+            "--leader-election=false",
+            "--metrics-addr",
+            metrics_addr,
+        ];
+        if !extra.contains(&"--log") {
+            args.extend(["--log", "info,ferrolb=debug,ferrolb_aws=debug"]);
+        }
+        args.extend_from_slice(extra);
+        let envs: Vec<(&str, &str)> = aws_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Self::spawn(cp, &args, &envs)
+    }
+
     /// Runs `program <args> --kubeconfig <kubeconfig>` with stdout and stderr in the first
     /// free `<log_dir>/ferrolb-<n>.log` (n = 0, 1, …). `envs` are added to the inherited
     /// environment; `RUST_LOG` defaults to [`DEFAULT_RUST_LOG`].

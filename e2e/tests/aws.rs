@@ -52,22 +52,7 @@ impl AwsEnv {
 
     fn controller(&self, extra: &[&str]) -> Result<FerrolbProcess> {
         let addr = format!("127.0.0.1:{}", self.metrics_port);
-        let mut args = vec![
-            "controller",
-            "--provider",
-            "aws",
-            "--cluster-name",
-            CLUSTER,
-            "--leader-election=false",
-            "--metrics-addr",
-            &addr,
-            "--log",
-            "info,ferrolb=debug,ferrolb_aws=debug",
-        ];
-        args.extend_from_slice(extra);
-        let env: Vec<(String, String)> = self.moto.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        FerrolbProcess::spawn(&self.env.cp, &args, &env)
+        FerrolbProcess::spawn_aws_controller(&self.env.cp, &self.moto.env(), CLUSTER, &addr, extra)
     }
 
     async fn service(

@@ -490,24 +490,8 @@ async fn bad_aws_input_is_reported_and_creates_nothing() -> Result<()> {
         .await?;
     let elb = Elb::new(&moto.sdk_config().await);
     let foreign = Foreign::create(&env.client).await?;
-    let vars = moto.env();
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut ctl = FerrolbProcess::spawn(
-        &env.cp,
-        &[
-            "controller",
-            "--provider",
-            "aws",
-            "--cluster-name",
-            CLUSTER,
-            "--leader-election=false",
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--log",
-            "info,ferrolb=debug,ferrolb_aws=debug",
-        ],
-        &vars,
-    )?;
+    let mut ctl =
+        FerrolbProcess::spawn_aws_controller(&env.cp, &moto.env(), CLUSTER, "127.0.0.1:0", &[])?;
 
     let check = async {
         // Every case at once, a good Service after every ninth.

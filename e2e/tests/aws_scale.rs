@@ -169,23 +169,18 @@ impl Scale {
 fn controller(s: &Scale) -> Result<FerrolbProcess> {
     let addr = format!("127.0.0.1:{}", s.metrics_port);
     let resync = format!("{}s", RESYNC.as_secs());
-    let args = [
-        "controller",
-        "--provider",
-        "aws",
-        "--cluster-name",
+    FerrolbProcess::spawn_aws_controller(
+        &s.env.cp,
+        &s.moto.env(),
         CLUSTER,
-        "--leader-election=false",
-        "--metrics-addr",
         &addr,
-        "--resync-period",
-        &resync,
-        "--log",
-        "info,ferrolb_aws=debug",
-    ];
-    let env: Vec<(String, String)> = s.moto.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    FerrolbProcess::spawn(&s.env.cp, &args, &env)
+        &[
+            "--resync-period",
+            &resync,
+            "--log",
+            "info,ferrolb_aws=debug",
+        ],
+    )
 }
 
 /// Reads of one listing of the account: load balancers and target groups, 400 a page.

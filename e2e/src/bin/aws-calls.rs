@@ -321,23 +321,13 @@ impl Bench {
     fn start_controller(&mut self) -> Result<()> {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
-        let args = [
-            "controller",
-            "--provider",
-            "aws",
-            "--cluster-name",
+        self.controller = Some(FerrolbProcess::spawn_aws_controller(
+            &self.cp,
+            &self.moto.env(),
             CLUSTER,
-            "--leader-election=false",
-            "--metrics-addr",
             &addr,
-            "--resync-period",
-            RESYNC_PERIOD,
-            "--log",
-            "info",
-        ];
-        let env = self.moto.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        self.controller = Some(FerrolbProcess::spawn(&self.cp, &args, &env)?);
+            &["--resync-period", RESYNC_PERIOD, "--log", "info"],
+        )?);
         self.metrics_port = port;
         Ok(())
     }

@@ -417,15 +417,7 @@ impl Bench {
     fn start_controller(&mut self, cache: bool) -> Result<()> {
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
-        let args = [
-            "controller",
-            "--provider",
-            "aws",
-            "--cluster-name",
-            CLUSTER,
-            "--leader-election=false",
-            "--metrics-addr",
-            &addr,
+        let extra = [
             "--resync-period",
             &self.resync,
             "--log",
@@ -436,9 +428,13 @@ impl Bench {
                 "--aws-ensure-cache=false"
             },
         ];
-        let env = self.moto.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        self.controller = Some(FerrolbProcess::spawn(&self.cp, &args, &env)?);
+        self.controller = Some(FerrolbProcess::spawn_aws_controller(
+            &self.cp,
+            &self.moto.env(),
+            CLUSTER,
+            &addr,
+            &extra,
+        )?);
         self.metrics_port = port;
         self.cache = cache;
         Ok(())

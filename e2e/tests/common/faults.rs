@@ -156,23 +156,18 @@ fn controller(
     metrics_port: u16,
 ) -> Result<FerrolbProcess> {
     let addr = format!("127.0.0.1:{metrics_port}");
-    let args = [
-        "controller",
-        "--provider",
-        "aws",
-        "--cluster-name",
+    FerrolbProcess::spawn_aws_controller(
+        &env.cp,
+        &proxy.env(moto),
         CLUSTER,
-        "--leader-election=false",
-        "--metrics-addr",
         &addr,
-        "--aws-call-timeout",
-        CALL_TIMEOUT,
-        "--log",
-        "info,ferrolb_aws=debug",
-    ];
-    let vars = proxy.env(moto);
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    FerrolbProcess::spawn(&env.cp, &args, &vars)
+        &[
+            "--aws-call-timeout",
+            CALL_TIMEOUT,
+            "--log",
+            "info,ferrolb_aws=debug",
+        ],
+    )
 }
 
 struct Run<'a> {

@@ -41,24 +41,7 @@ impl AwsAccount {
 
     /// `ferrolb controller --provider aws` against moto.
     pub fn controller(&self, cp: &ControlPlane) -> Result<FerrolbProcess> {
-        let env: Vec<(String, String)> = self.moto.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        FerrolbProcess::spawn(
-            cp,
-            &[
-                "controller",
-                "--provider",
-                "aws",
-                "--cluster-name",
-                CLUSTER,
-                "--leader-election=false",
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--log",
-                "info,ferrolb=debug,ferrolb_aws=debug",
-            ],
-            &env,
-        )
+        FerrolbProcess::spawn_aws_controller(cp, &self.moto.env(), CLUSTER, "127.0.0.1:0", &[])
     }
 
     /// Every load balancer and target group tagged for [`CLUSTER`], by the
