@@ -381,6 +381,18 @@ async fn warn_invalid(
     }
 }
 
+/// The addresses in `ingress` that can be ours: pool addresses are
+/// published as VIPs, never as proxy addresses or hostnames.
+fn vips(ingress: &[Ingress]) -> Vec<IpAddr> {
+    ingress
+        .iter()
+        .filter_map(|i| match i {
+            Ingress::Ip(ip) => Some(*ip),
+            Ingress::ProxyIp(_) | Ingress::Hostname(_) => None,
+        })
+        .collect()
+}
+
 fn request(intent: &LoadBalancerIntent) -> Result<Request, ProviderError> {
     let requests = annotations::parse(&intent.annotations)?;
     let sharing = requests.sharing_key.map(|key| Sharing {
@@ -461,15 +473,7 @@ impl Provider for BareMetalProvider {
         let services: Vec<(Request, Vec<IpAddr>)> = owned
             .into_iter()
             .map(|svc| {
-                let addrs: Vec<IpAddr> = svc
-                    .ingress
-                    .iter()
-                    .filter_map(|i| match i {
-                        Ingress::Ip(ip) => Some(*ip),
-                        // Not one of ours: pool addresses are published as VIPs.
-                        Ingress::ProxyIp(_) | Ingress::Hostname(_) => None,
-                    })
-                    .collect();
+                let addrs = vips(&svc.ingress);
                 // An owned Service whose annotations became invalid still
                 // keeps its addresses: restore it without pool or sharing.
                 let req = request(&svc.intent).unwrap_or_else(|_| Request {
@@ -544,15 +548,7 @@ impl Provider for BareMetalProvider {
     }
 
     fn published(&self, key: &ServiceKey, status: &LoadBalancerStatus) {
-        let addresses: Vec<IpAddr> = status
-            .ingress
-            .iter()
-            .filter_map(|i| match i {
-                Ingress::Ip(ip) => Some(*ip),
-                Ingress::ProxyIp(_) | Ingress::Hostname(_) => None,
-            })
-            .collect();
-        if lock(&self.shared.allocator).published(key, &addresses) {
+        if lock(&self.shared.allocator).published(key, &vips(&status.ingress)) {
             debug!(service = %key, "the addresses it moved away from are free");
             self.shared.dirty.notify_one();
             self.shared.notify_waiting();

@@ -2,14 +2,7 @@
 //! published, so that no restart can find two Services showing one address.
 
 use super::testutil::*;
-use super::{AllocError, Request, ShareConflict, Sharing};
-
-fn shared(name: &str, s: Sharing) -> Request {
-    Request {
-        sharing: Some(s),
-        ..req("ns", name)
-    }
-}
+use super::{AllocError, Request, ShareConflict};
 
 fn asking_for(name: &str, address: &str) -> Request {
     Request {

@@ -5,13 +5,6 @@ use ferrolb_provider_api::IpFamily::{V4, V6};
 use super::testutil::*;
 use super::{AllocError, Pool, Request, ShareConflict, Sharing};
 
-fn shared(name: &str, s: Sharing) -> Request {
-    Request {
-        sharing: Some(s),
-        ..req("ns", name)
-    }
-}
-
 #[test]
 fn who_shares_and_who_does_not() {
     // Each case: a second Service asks after `first` (key "k", TCP/80,

@@ -54,6 +54,14 @@ pub(super) fn req(ns: &str, name: &str) -> Request {
     }
 }
 
+/// `req("ns", name)` with a sharing key.
+pub(super) fn shared(name: &str, s: Sharing) -> Request {
+    Request {
+        sharing: Some(s),
+        ..req("ns", name)
+    }
+}
+
 pub(super) fn sharing(key: &str, ports: &[(Protocol, u16)], backend: &str) -> Sharing {
     Sharing {
         key: key.into(),
