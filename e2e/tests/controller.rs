@@ -331,6 +331,24 @@ async fn unsatisfiable_requests_warn_and_stay_pending() -> Result<()> {
             .delete("first", &DeleteParams::default())
             .await?;
         assert_eq!(env.wait_ingress("second", 1).await?, ["192.0.2.1"]);
+
+        // So does moving its holder away, once the holder's new status is
+        // out: before that, its old status still shows the address.
+        env.create_service("third", |_| {}).await?;
+        env.wait_event("third", "SyncLoadBalancerFailed").await?;
+        env.create_pool("spare", &["192.0.2.9/32"], |s| s.auto_assign = false)
+            .await?;
+        let patch = json!({"metadata": {"annotations": {"ferrolb.io/pool": "spare"}}});
+        env.services()
+            .patch("second", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        assert_eq!(env.wait_ingress("third", 1).await?, ["192.0.2.1"]);
+        let second = env.services().get("second").await?;
+        assert_eq!(
+            ingress_ips(&second),
+            ["192.0.2.9"],
+            "the moved Service shows its new address by the time its old one is handed on"
+        );
         Ok(())
     };
     check.await.with_log(&ctl)
