@@ -467,12 +467,11 @@ impl Allocator {
         sharing: Option<&Sharing>,
     ) -> Option<(ServiceKey, ShareConflict)> {
         let holders = self.holders.get(ip)?;
-        let others = || holders.iter().filter(|h| *h != service);
         // An address only leaving Services hold goes to nobody until they
-        // are gone; one that others still hold is shared by their rules,
-        // the leaving holders' included.
-        let only_leaving = others().all(|h| !self.holds_now(h, ip));
-        for holder in others() {
+        // are gone; one that a Service still holds (this one included) is
+        // shared by the rules of all its holders, the leaving ones' too.
+        let only_leaving = holders.iter().all(|h| !self.holds_now(h, ip));
+        for holder in holders.iter().filter(|h| *h != service) {
             let conflict = if only_leaving {
                 Some(ShareConflict::Leaving)
             } else if self.holds_now(holder, ip) {

@@ -130,6 +130,24 @@ fn a_leaving_holder_keeps_its_ports_on_an_address_others_still_share() {
 }
 
 #[test]
+fn a_service_keeps_an_address_another_is_leaving() {
+    let mut a = allocator(vec![pool("p", &["10.0.0.0/30"])]);
+    let b = shared("b", sharing("k", &[tcp(81)], ""));
+    a.assign(&shared("a", sharing("k", &[tcp(80)], "")))
+        .unwrap();
+    assert_eq!(try_assign(&mut a, &b), "10.0.0.0@p");
+    // a leaves the key; b, still on 10.0.0.0, keeps it whatever it asks
+    // for next that the address still meets.
+    a.assign(&asking_for("a", "10.0.0.3")).unwrap();
+    assert_eq!(try_assign(&mut a, &b), "10.0.0.0@p");
+    let b = shared("b", sharing("k", &[tcp(82)], ""));
+    assert_eq!(try_assign(&mut a, &b), "10.0.0.0@p");
+    // But not a port a's old status still shows there.
+    let b = shared("b", sharing("k", &[tcp(80)], ""));
+    assert_eq!(try_assign(&mut a, &b), "10.0.0.1@p");
+}
+
+#[test]
 fn a_restart_before_the_new_status_finds_no_address_twice() {
     // The crash this guards against: a moves, the address goes to b and b's
     // status is written, the leader dies before a's new status is out.

@@ -158,6 +158,9 @@ enum Op {
     Restore(Request, Vec<u32>),
     /// The Service's status now shows what it holds.
     Published(usize),
+    /// The Service's last granted request again (a resync, a port-less
+    /// edit): it keeps every address it has.
+    Again(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -167,6 +170,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => pools().prop_map(Op::SetPools),
         1 => (request(), prop::collection::vec(0u32..V4_LEN + V6_LEN, 0..3)).prop_map(|(r, o)| Op::Restore(r, o)),
         3 => (0..SERVICES).prop_map(Op::Published),
+        2 => (0..SERVICES).prop_map(Op::Again),
     ]
 }
 
@@ -177,6 +181,8 @@ struct Model {
     held: BTreeMap<ServiceKey, (Allocation, Option<Sharing>)>,
     /// Addresses a Service moved away from, not yet published.
     leaving: BTreeMap<ServiceKey, Vec<(IpAddr, Option<Sharing>)>>,
+    /// The request each Service's allocation was last granted for.
+    granted: BTreeMap<ServiceKey, Request>,
 }
 
 impl Model {
@@ -405,6 +411,7 @@ proptest! {
                                 prop_assert!(current || others.count() == 0, "{} got {}, which only leaving Services hold", req.service, ip);
                             }
                             m.moved(&req.service, &al);
+                            m.granted.insert(req.service.clone(), req.clone());
                             m.held.insert(req.service.clone(), (al.clone(), req.sharing.clone()));
                             prop_assert_eq!(a.assign(&req), Ok(al), "assign is idempotent");
                         }
@@ -414,9 +421,24 @@ proptest! {
                 Op::Release(i) => {
                     let mut freed = m.held.remove(&service(i)).map(|(al, _)| al.addresses).unwrap_or_default();
                     let was_held = !freed.is_empty();
+                    m.granted.remove(&service(i));
                     freed.extend(m.leaving.remove(&service(i)).unwrap_or_default().into_iter().map(|(ip, _)| ip));
                     prop_assert_eq!(a.release(&service(i)), was_held);
                     check_freed(&a, &m, &freed)?;
+                }
+                Op::Again(i) => {
+                    let Some(req) = m.granted.get(&service(i)).cloned() else {
+                        continue;
+                    };
+                    let before = m.held[&req.service].0.clone();
+                    let al = a.assign(&req);
+                    prop_assert!(al.is_ok(), "{} lost what it was granted: {:?}", req.service, al);
+                    let al = al.unwrap();
+                    for ip in &before.addresses {
+                        prop_assert!(al.addresses.contains(ip), "{} moved off {} with its request unchanged", req.service, ip);
+                    }
+                    m.moved(&req.service, &al);
+                    m.held.insert(req.service.clone(), (al, req.sharing.clone()));
                 }
                 Op::Published(i) => {
                     let shown = m.held.get(&service(i)).map(|(al, _)| al.addresses.clone());
@@ -434,7 +456,12 @@ proptest! {
                 Op::Restore(req, offsets) => {
                     let ips: Vec<IpAddr> = offsets.iter().map(|&o| universe()[o as usize]).collect();
                     let before = m.held.get(&req.service).map(|(al, _)| al.clone());
-                    match a.restore(&req, &ips) {
+                    let restored = a.restore(&req, &ips);
+                    if restored.is_ok() {
+                        // Held now as restored, not as granted.
+                        m.granted.remove(&req.service);
+                    }
+                    match restored {
                         Ok(al) if al.addresses.is_empty() => {
                             m.held.remove(&req.service);
                             m.leaving.remove(&req.service);
