@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use aws_sdk_ec2::types::DomainType;
 use aws_sdk_elasticloadbalancingv2::Client as Elb;
-use common::{Env, WithLog, annotations, free_port, http_get};
+use common::{Env, WithLog, annotations, free_port, http_get, registered_targets};
 use ferrolb_e2e::moto::{Instance, Moto, Seed};
 use ferrolb_e2e::{EndpointSpec, FerrolbProcess, fixtures, wait_for};
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -114,23 +114,7 @@ impl AwsEnv {
         let mut targets = BTreeMap::new();
         for tg in tgs.target_groups() {
             let arn = tg.target_group_arn().unwrap_or_default();
-            let health = self
-                .elb
-                .describe_target_health()
-                .target_group_arn(arn)
-                .send()
-                .await?;
-            let set: BTreeSet<(String, i32)> = health
-                .target_health_descriptions()
-                .iter()
-                .filter_map(|d| d.target())
-                .map(|t| {
-                    (
-                        t.id().unwrap_or_default().to_string(),
-                        t.port().unwrap_or_default(),
-                    )
-                })
-                .collect();
+            let set = registered_targets(&self.elb, arn).await?;
             targets.insert(
                 tg.target_group_name().unwrap_or_default().to_string(),
                 (tg.clone(), set),

@@ -683,23 +683,7 @@ impl Account {
         for tg in &tgs {
             let arn = tg.target_group_arn().unwrap_or_default();
             let Some(svc) = owner.get(arn) else { continue };
-            let health = self
-                .elb
-                .describe_target_health()
-                .target_group_arn(arn)
-                .send()
-                .await?;
-            let targets = health
-                .target_health_descriptions()
-                .iter()
-                .filter_map(|d| d.target())
-                .map(|t| {
-                    (
-                        t.id().unwrap_or_default().to_string(),
-                        t.port().unwrap_or_default(),
-                    )
-                })
-                .collect();
+            let targets = super::registered_targets(&self.elb, arn).await?;
             out.entry(svc.clone())
                 .or_default()
                 .target_groups

@@ -13,7 +13,7 @@ pub mod l2;
 pub mod proxy;
 pub mod scale;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -381,4 +381,27 @@ pub async fn wait_hostname(api: &Api<Service>, name: &str) -> Result<String> {
         },
     )
     .await
+}
+
+/// The (instance, port) targets registered in a target group.
+pub async fn registered_targets(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    target_group_arn: &str,
+) -> Result<BTreeSet<(String, i32)>> {
+    let health = elb
+        .describe_target_health()
+        .target_group_arn(target_group_arn)
+        .send()
+        .await?;
+    Ok(health
+        .target_health_descriptions()
+        .iter()
+        .filter_map(|d| d.target())
+        .map(|t| {
+            (
+                t.id().unwrap_or_default().to_string(),
+                t.port().unwrap_or_default(),
+            )
+        })
+        .collect())
 }
