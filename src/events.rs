@@ -19,6 +19,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::lock;
+
 /// How long no reconcile may have started or ended before Events go out.
 pub const QUIET: Duration = Duration::from_millis(200);
 /// The longest an Event waits for a quiet moment.
@@ -127,10 +129,6 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Queued>, busy: Arc<Mutex<Instant>>)
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

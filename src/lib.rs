@@ -26,6 +26,12 @@ use args::{Cli, Command, LogFormat};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// Locks a mutex, also after a panic in another holder: what it guards is
+/// bookkeeping that stays usable.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Entry point of the `ferrolb` binary.
 pub fn main() -> anyhow::Result<()> {
     let Cli {

@@ -20,6 +20,7 @@ use crate::cache::Cache;
 use crate::error::Error;
 use crate::events::Events;
 use crate::intent;
+use crate::lock;
 use crate::metrics::{Metrics, OutcomeLabels};
 use crate::recent::Recent;
 
@@ -203,10 +204,6 @@ fn jitter(delay: Duration, random: u64) -> Duration {
     let fifth = delay / 5;
     let cut = fifth.mul_f64(random as f64 / u64::MAX as f64);
     delay - cut
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn truncate(mut s: String, max: usize) -> String {
