@@ -336,7 +336,8 @@ impl Allocator {
             for ip in old.allocation.addresses {
                 if held.allocation.addresses.contains(&ip) {
                     self.unhold(&ip, service, old.sharing.as_ref());
-                } else if !leaving.iter().any(|(l, _)| *l == ip) {
+                } else {
+                    // Never among its leaving ones: those are not current.
                     if let Some(sharing) = &old.sharing {
                         self.unshare_unless_held(&ip, &sharing.key);
                     }
