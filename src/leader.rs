@@ -11,6 +11,15 @@
 //! round started. The controller's clients check it before every request, so
 //! a leader that stalls past its deadline sends nothing more even before this
 //! loop wakes up to notice.
+//!
+//! A successor never acts before the Lease it found has expired, and that is
+//! what keeps a dead leader's last writes (sent before it died, still on
+//! their way through the apiserver) from landing after the successor has
+//! read the state it restores from. This holds for a process restarted
+//! under the same `--leader-election-identity` too: until it has held the
+//! Lease itself, a record naming its identity is a predecessor's, and it
+//! waits that record out like anyone else's (client-go would renew it at
+//! once).
 
 use std::time::Duration;
 
@@ -42,6 +51,11 @@ pub struct LeaderElector {
     cfg: LeaseConfig,
     /// The last Lease record we saw and when we saw it change.
     observed: Option<(LeaseSpec, Instant)>,
+    /// Whether this process has held the Lease. Until it has, a record that
+    /// names our identity is a predecessor's (a restart under a fixed
+    /// identity), whose writes may still be on their way: we wait it out as
+    /// we would anyone else's.
+    held_once: bool,
     fence: Fence,
 }
 
@@ -54,6 +68,7 @@ impl LeaderElector {
             api: Api::namespaced(client, &cfg.namespace),
             cfg,
             observed: None,
+            held_once: false,
             fence,
         }
     }
@@ -133,6 +148,7 @@ impl LeaderElector {
         let started = std::time::Instant::now();
         let held = self.round().await?;
         if held {
+            self.held_once = true;
             self.fence.open_until(started + self.cfg.renew_deadline());
         }
         Ok(held)
@@ -166,7 +182,8 @@ impl LeaderElector {
         };
 
         let spec = lease.spec.clone().unwrap_or_default();
-        let held_by_us = spec.holder_identity.as_deref() == Some(self.cfg.identity.as_str());
+        let held_by_us =
+            self.held_once && spec.holder_identity.as_deref() == Some(self.cfg.identity.as_str());
         if !held_by_us {
             let changed = self.observed.as_ref().is_none_or(|(s, _)| s != &spec);
             if changed {

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use common::failover::{LEASE, LEASE_DURATION, Stop, trial};
+use common::failover::{LEASE, LEASE_DURATION, Stop, restart_under_the_same_identity, trial};
 
 /// The standby's retry period (`elected_controller`'s 500 ms): it may have
 /// read the record just before the last renewal; the rest for a busy machine.
@@ -38,6 +38,21 @@ async fn a_stalled_leader_lands_nothing_after_the_standby_takes_over() -> Result
         t.gap <= LEASE_DURATION + TAKEOVER_SLACK,
         "two acquired the lease {:?} after one's last renewal; the lease is {LEASE}",
         t.gap
+    );
+    Ok(())
+}
+
+/// A process restarted under its predecessor's identity must not take the
+/// predecessor's Lease as its own: what the dead one sent may still land.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_under_the_same_identity_waits_out_the_lease() -> Result<()> {
+    let gap = restart_under_the_same_identity().await?;
+    eprintln!(
+        "restart under the same identity: took the lease over {gap:?} after the last renewal (lease {LEASE})"
+    );
+    ensure!(
+        gap >= LEASE_DURATION,
+        "the restarted process took the lease {gap:?} after its predecessor's last renewal; the lease is {LEASE}"
     );
     Ok(())
 }

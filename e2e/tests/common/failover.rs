@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use super::audit::{self, AuditEvent};
 use super::{Env, Foreign, WAIT, WithLog, ingress_ips};
 use anyhow::{Context, Result, ensure};
 use ferrolb_e2e::wait_for;
@@ -23,72 +24,6 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(4);
 const FIRST: usize = 20;
 const SECOND: usize = 100;
 const DELETED: usize = 10;
-
-/// One line of the apiserver's audit log, the fields read here.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AuditEvent {
-    verb: String,
-    #[serde(default)]
-    user_agent: String,
-    #[serde(default)]
-    object_ref: Option<ObjectRef>,
-    #[serde(default)]
-    response_status: Option<ResponseStatus>,
-    stage_timestamp: String,
-}
-
-#[derive(serde::Deserialize)]
-struct ObjectRef {
-    #[serde(default)]
-    resource: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    subresource: String,
-}
-
-#[derive(serde::Deserialize)]
-struct ResponseStatus {
-    #[serde(default)]
-    code: u16,
-}
-
-impl AuditEvent {
-    fn is_write(&self) -> bool {
-        matches!(
-            self.verb.as_str(),
-            "create" | "update" | "patch" | "delete" | "deletecollection"
-        )
-    }
-
-    fn landed(&self) -> bool {
-        self.response_status
-            .as_ref()
-            .is_some_and(|s| (200..300).contains(&s.code))
-    }
-
-    fn what(&self) -> String {
-        let Some(o) = &self.object_ref else {
-            return self.verb.clone();
-        };
-        let sub = if o.subresource.is_empty() {
-            String::new()
-        } else {
-            format!("/{}", o.subresource)
-        };
-        format!("{} {}{sub} {}", self.verb, o.resource, o.name)
-    }
-}
-
-fn audit_events(path: &std::path::Path) -> Result<Vec<AuditEvent>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).with_context(|| format!("parsing audit line {l}")))
-        .collect()
-}
 
 fn name(i: usize) -> String {
     format!("svc-{i:03}")
@@ -324,32 +259,22 @@ pub async fn trial(stop: Stop) -> Result<Trial> {
     foreign.assert_untouched().await?;
 
     // The audit log: what `one` wrote, and when it landed.
-    let events = audit_events(&env.cp.audit_log())?;
+    let events = audit::events(&env.cp.audit_log())?;
     let by_one: Vec<&AuditEvent> = events
         .iter()
-        .filter(|e| e.user_agent.contains("(controller; one)") && e.is_write() && e.landed())
+        .filter(|e| e.by_controller("one") && e.is_write() && e.landed())
         .collect();
     ensure!(
-        by_one.iter().any(|e| {
-            e.object_ref
-                .as_ref()
-                .is_some_and(|o| o.resource == "services" && o.subresource == "status")
-        }),
+        by_one.iter().any(|e| e.on("services", "status")),
         "the audit log shows one's status writes (else the late-write check proves nothing)"
     );
-    let mut late = Vec::new();
-    for e in &by_one {
-        let at: Timestamp = e
-            .stage_timestamp
-            .parse()
-            .with_context(|| format!("audit time {}", e.stage_timestamp))?;
-        if at > acquired {
-            late.push(format!("{} at {at} (two acquired at {acquired})", e.what()));
-        }
-    }
+    let late: Vec<String> = audit::writes_after(&events, "one", acquired)?
+        .into_iter()
+        .map(|w| format!("{w} (two acquired at {acquired})"))
+        .collect();
     let by_two = events
         .iter()
-        .filter(|e| e.user_agent.contains("(controller; two)") && e.is_write() && e.landed())
+        .filter(|e| e.by_controller("two") && e.is_write() && e.landed())
         .count();
     Ok(Trial {
         gap,
@@ -359,4 +284,40 @@ pub async fn trial(stop: Stop) -> Result<Trial> {
         by_two,
         refused,
     })
+}
+
+/// A leader killed and started again under the same identity (a fixed
+/// `--leader-election-identity`): returns how long after the dead one's
+/// last renewal the new process took the Lease, once the record shows it
+/// took it over (a new transition) rather than renewing it.
+pub async fn restart_under_the_same_identity() -> Result<Duration> {
+    let env = Env::start().await?;
+    let transitions = || async {
+        let lease = Api::<Lease>::namespaced(env.client.clone(), "kube-system")
+            .get_opt("ferrolb-controller")
+            .await?;
+        anyhow::Ok(lease.and_then(|l| l.spec).and_then(|s| s.lease_transitions))
+    };
+    let mut first = env.elected_controller("same", LEASE)?;
+    wait_for("the first process to lead", WAIT, || async {
+        Ok(env.lease_holder().await?.filter(|h| h == "same"))
+    })
+    .await
+    .with_log(&first)?;
+    let before = transitions().await?.unwrap_or(0);
+    first.kill().await?;
+    // A renewal on the wire may land just after the kill.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last_renew = lease_time(&env, |s| s.renew_time).await?;
+    let second = env.elected_controller("same", LEASE)?;
+    wait_for(
+        "the restarted process to take the Lease over",
+        WAIT,
+        || async { Ok(transitions().await?.filter(|t| *t > before)) },
+    )
+    .await
+    .with_log(&second)?;
+    let acquired = lease_time(&env, |s| s.acquire_time).await?;
+    Duration::try_from(acquired.duration_since(last_renew))
+        .context("the restarted process acquired the Lease before its predecessor's last renewal")
 }

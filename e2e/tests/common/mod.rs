@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod audit;
 pub mod bad_input;
 pub mod bench;
 pub mod bgp;
