@@ -56,8 +56,8 @@ impl FerrolbProcess {
         Self::spawn_program(&ferrolb_bin()?, cp.kubeconfig_path(), cp.dir(), args, envs)
     }
 
-    /// Runs `ferrolb controller --provider aws` for `cluster` without leader
-    /// election, with the AWS endpoint and credentials in `aws_env` (moto's,
+    /// Runs `ferrolb controller --provider aws` for `cluster`, without leader
+    /// election unless `extra` has a `--leader-election` flag, with the AWS endpoint and credentials in `aws_env` (moto's,
     /// or a proxy's in front of it), metrics on `metrics_addr`, then `extra`.
     /// It logs at `info,ferrolb=debug,ferrolb_aws=debug` unless `extra` has
     /// a `--log` of its own.
@@ -74,10 +74,12 @@ impl FerrolbProcess {
             "aws",
             "--cluster-name",
             cluster,
-            "--leader-election=false",
             "--metrics-addr",
             metrics_addr,
         ];
+        if !extra.iter().any(|a| a.starts_with("--leader-election")) {
+            args.push("--leader-election=false");
+        }
         if !extra.contains(&"--log") {
             args.extend(["--log", "info,ferrolb=debug,ferrolb_aws=debug"]);
         }

@@ -16,12 +16,13 @@ mod common;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, bail, ensure};
 use common::churn::aws::{self as aws_churn, AwsAccount};
 use common::churn::{self, ChurnConfig, Flavor, Outcome, Rng, check, killer, observe::Observer};
-use common::{Env, WithLog};
+use common::{Env, WithLog, audit};
 use ferrolb_e2e::{FerrolbProcess, wait_for};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
@@ -32,7 +33,7 @@ const CONVERGE: Duration = Duration::from_secs(300);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn baremetal_services_survive_kills_at_random_moments() -> Result<()> {
-    let env = &Env::start().await?;
+    let env = &Env::start_audited().await?;
     churn::create_pools(env).await?;
     let slots = churn::env_number("FERROLB_CRASH_SERVICES", 200);
     crash_anywhere(
@@ -41,7 +42,7 @@ async fn baremetal_services_survive_kills_at_random_moments() -> Result<()> {
         Flavor::BareMetal,
         slots,
         (Duration::from_millis(20), Duration::from_millis(200)),
-        || env.controller(&[]),
+        |args| env.controller(args),
         |outcome| async move { check::problems(&env.client, &env.ns, &outcome).await },
     )
     .await
@@ -49,7 +50,7 @@ async fn baremetal_services_survive_kills_at_random_moments() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_services_survive_kills_at_random_moments() -> Result<()> {
-    let env = &Env::start().await?;
+    let env = &Env::start_audited().await?;
     let account = &AwsAccount::start(&env.client).await?;
     let slots = churn::env_number("FERROLB_CRASH_AWS_SERVICES", 40);
     crash_anywhere(
@@ -58,26 +59,69 @@ async fn aws_services_survive_kills_at_random_moments() -> Result<()> {
         Flavor::Aws,
         slots,
         (Duration::from_millis(100), Duration::from_millis(600)),
-        || account.controller(&env.cp),
+        |args| account.controller(&env.cp, args),
         |outcome| async move { aws_churn::problems(&env.client, &env.ns, account, &outcome).await },
     )
     .await
 }
 
+/// The Lease of the crash runs: short, so that each restart waits out the
+/// dead leader's Lease (about this long) without making the run slow.
+const LEASE: &str = "2s";
+const LEASE_RETRY: &str = "250ms";
+
+/// The name each controller of a run goes by (in the Lease and in its
+/// User-Agent, so the audit log tells them apart).
+fn identity(n: usize) -> String {
+    format!("crash-{n}")
+}
+
 /// Churns `slots` Services while killing the controller
 /// `FERROLB_CRASH_KILLS` times, then waits for `problems` to find nothing.
+/// `spawn` starts a controller with the given extra flags.
+///
+/// The controllers run with leader election, as they do in a cluster: each
+/// new one waits until the dead one's Lease has expired, and the apiserver's
+/// audit log must show that no write of a dead controller landed after its
+/// successor took the Lease. `FERROLB_CRASH_LEADER_ELECTION=false` runs them
+/// without, each started the moment the last one died; the run then reports
+/// how many writes of a dead controller landed after its successor had
+/// started, which leader election is there to prevent.
 async fn crash_anywhere<Fut>(
     what: &str,
     env: &Env,
     flavor: Flavor,
     slots: usize,
     pause: (Duration, Duration),
-    spawn: impl FnMut() -> Result<FerrolbProcess>,
+    spawn: impl Fn(&[&str]) -> Result<FerrolbProcess>,
     problems: impl Fn(Arc<Outcome>) -> Fut,
 ) -> Result<()>
 where
     Fut: Future<Output = Result<Vec<String>>>,
 {
+    let elected = std::env::var("FERROLB_CRASH_LEADER_ELECTION").map_or(true, |v| v != "false");
+    let spawned = AtomicUsize::new(0);
+    let spawn_next = || {
+        let id = identity(spawned.fetch_add(1, Ordering::Relaxed));
+        let mut args = vec!["--leader-election-identity", id.as_str()];
+        if elected {
+            args.extend([
+                "--leader-election=true",
+                "--lease-duration",
+                LEASE,
+                "--lease-retry-period",
+                LEASE_RETRY,
+            ]);
+        } else {
+            args.push("--leader-election=false");
+        }
+        spawn(&args)
+    };
+    let leading = if elected {
+        "acquired leadership"
+    } else {
+        "starting controller"
+    };
     let kills_wanted = churn::env_number("FERROLB_CRASH_KILLS", 50);
     let mut rng = Rng::new(churn::seed_from_env());
     let observer = Observer::start(env.services());
@@ -98,7 +142,7 @@ where
         stop_rx,
     ));
 
-    let killed = killer::kill_repeatedly(kills_wanted, rng.fork(), spawn).await;
+    let killed = killer::kill_repeatedly(kills_wanted, rng.fork(), leading, spawn_next).await;
     let _ = stop_tx.send(true);
     let outcome = Arc::new(churn.await??);
     let (ctl, kills) = killed?;
@@ -107,12 +151,14 @@ where
     // Anything that still moves after convergence shows in the watch.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let violations = observer.violations();
+    let late = late_writes(env, elected, spawned.load(Ordering::Relaxed));
     let seen = churn::lock(&observer.state);
     println!(
         "crash anywhere ({what}): {} kills ({} before the controller was ready) over {:.0?}; \
          {slots} Service slots, {} Services made, {} ops ({:?}); {} left, {} deleted; \
          {} watch events, {} address changes seen; converged {:?} after the last start; \
-         {} invariant violations",
+         {} invariant violations; {} restarts after a lost Lease; {} writes of a dead \
+         controller landed after its successor {}",
         kills.kills,
         kills.before_ready,
         kills.elapsed,
@@ -125,6 +171,10 @@ where
         seen.address_changes(),
         converged.as_ref().map_err(Vec::len),
         violations.len(),
+        kills.lost_lease,
+        late.as_ref()
+            .map_or_else(|e| format!("(unknown: {e:#})"), |l| l.len().to_string()),
+        if elected { "took the Lease" } else { "started" },
     );
     drop(seen);
     let result = (|| {
@@ -138,6 +188,12 @@ where
             "invariants broken during the run:\n{}",
             violations.join("\n")
         );
+        let late = late.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        ensure!(
+            !elected || late.is_empty(),
+            "writes of a dead controller landed after its successor took the Lease:\n{}",
+            late.join("\n")
+        );
         if let Err(problems) = &converged {
             bail!(
                 "not converged {CONVERGE:?} after the last start:\n{}",
@@ -147,6 +203,39 @@ where
         Ok(())
     })();
     result.with_log(&ctl)
+}
+
+/// From the audit log: the writes of each controller of the run (numbered
+/// `0..spawned`) that landed after its successor took the Lease (with
+/// `elected`) or sent its first request (without). Fails when the log shows
+/// no status write of any of them, which would make the check empty.
+fn late_writes(env: &Env, elected: bool, spawned: usize) -> Result<Vec<String>> {
+    let events = audit::events(&env.cp.audit_log())?;
+    ensure!(
+        (0..spawned).any(|n| {
+            events
+                .iter()
+                .any(|e| e.by_controller(&identity(n)) && e.landed() && e.on("services", "status"))
+        }),
+        "the audit log shows no status write of the controllers"
+    );
+    let mut late = Vec::new();
+    for n in 1..spawned {
+        let successor = identity(n);
+        let since = if elected {
+            audit::lease_taken(&events, &successor, "ferrolb-controller")?
+        } else {
+            audit::first_request(&events, &successor)?
+        };
+        let Some(since) = since else { continue };
+        for w in audit::writes_after(&events, &identity(n - 1), since)? {
+            late.push(format!(
+                "{}: {w}, after {successor} at {since}",
+                identity(n - 1)
+            ));
+        }
+    }
+    Ok(late)
 }
 
 /// What a Service shows after a controller that served it died: our
@@ -239,6 +328,64 @@ async fn killed_between_moving_a_service_and_writing_its_status() -> Result<()> 
             common::ingress_ips(&taker),
             ["192.0.2.0"],
             "b-taker's address moved"
+        );
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
+
+/// Two Services shared an address under one key; one of them switched to
+/// another key, and the controller died before it wrote that one's new
+/// status (or was not running when the key changed): both show the address,
+/// one under each key. Only the record written with the address tells which
+/// one changed; the other keeps the address whatever the list order.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_a_sharing_key_changed() -> Result<()> {
+    let env = Env::start().await?;
+    env.create_pool("default", &["192.0.2.0/29"], |_| {})
+        .await?;
+    let shared_under = |key: &'static str, port: i32| {
+        move |s: &mut k8s_openapi::api::core::v1::Service| {
+            let a = s.metadata.annotations.get_or_insert_with(Default::default);
+            a.insert("ferrolb.io/allow-shared-ip".into(), key.into());
+            a.insert("ferrolb.io/allocated-ips".into(), "192.0.2.0".into());
+            a.insert("ferrolb.io/allocated-sharing-key".into(), "old".into());
+            s.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = port;
+        }
+    };
+    // Names in list order: the one that changed comes first.
+    served_by_a_dead_controller(&env, "a-switched", "192.0.2.0", shared_under("new", 80)).await?;
+    served_by_a_dead_controller(&env, "b-kept", "192.0.2.0", shared_under("old", 81)).await?;
+
+    let ctl = env.controller(&[])?;
+    let check = async {
+        let switched = wait_for(
+            "a-switched to get an address of its own",
+            common::WAIT,
+            || async {
+                let ips = common::ingress_ips(&env.services().get("a-switched").await?);
+                Ok((ips != ["192.0.2.0"]).then_some(ips))
+            },
+        )
+        .await?;
+        assert_eq!(switched.len(), 1, "{switched:?}");
+        let kept = env.services().get("b-kept").await?;
+        assert_eq!(
+            common::ingress_ips(&kept),
+            ["192.0.2.0"],
+            "b-kept's address moved"
+        );
+        let record = env.services().get("a-switched").await?;
+        let annotations = record.metadata.annotations.unwrap_or_default();
+        assert_eq!(
+            annotations.get("ferrolb.io/allocated-ips"),
+            Some(&switched[0])
+        );
+        assert_eq!(
+            annotations
+                .get("ferrolb.io/allocated-sharing-key")
+                .map(String::as_str),
+            Some("new")
         );
         Ok(())
     };

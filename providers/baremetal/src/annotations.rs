@@ -11,6 +11,14 @@ pub const POOL: &str = "ferrolb.io/pool";
 pub const ALLOW_SHARED_IP: &str = "ferrolb.io/allow-shared-ip";
 /// Written by ferrolb: the pool the Service's addresses came from.
 pub const ALLOCATED_FROM_POOL: &str = "ferrolb.io/ip-allocated-from-pool";
+/// Written by ferrolb, before the status that shows them: the addresses it
+/// gave the Service (comma-separated) ...
+pub const ALLOCATED_IPS: &str = "ferrolb.io/allocated-ips";
+/// ... and the sharing key it gave them under (absent for none). On a
+/// restart they tell a Service whose status is stale (it was given other
+/// addresses since, or its key changed after) from one that still holds what
+/// it shows, when both show one address and may not share it.
+pub const ALLOCATED_SHARING_KEY: &str = "ferrolb.io/allocated-sharing-key";
 
 /// MetalLB's names for the same requests, read so a MetalLB cluster can switch
 /// without rewriting its Services. Ours win when both are set.

@@ -7,7 +7,7 @@
 //! pool watch and rebuilds the allocations from the Services' statuses before
 //! any `ensure`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,8 +26,8 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
-use crate::allocator::{AllocError, Allocator, Pool, Request, Sharing, pool_from_spec};
-use crate::annotations::{self, ALLOCATED_FROM_POOL};
+use crate::allocator::{AllocError, Allocator, Pool, Record, Request, Sharing, pool_from_spec};
+use crate::annotations::{self, ALLOCATED_FROM_POOL, ALLOCATED_IPS, ALLOCATED_SHARING_KEY};
 use crate::crd::{BGPAdvertisement, IPPool, IPPoolStatus, L2Advertisement};
 
 #[derive(Clone, Debug)]
@@ -381,6 +381,33 @@ async fn warn_invalid(
     }
 }
 
+/// The addresses as [`ALLOCATED_IPS`] holds them.
+fn join_addresses(addresses: &[IpAddr]) -> String {
+    addresses
+        .iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What the Service's own record ([`ALLOCATED_IPS`], [`ALLOCATED_SHARING_KEY`])
+/// says of the addresses `shown` in its status, for the request it makes now.
+fn record(annotations: &BTreeMap<String, String>, req: &Request, shown: &[IpAddr]) -> Record {
+    let Some(ips) = annotations.get(ALLOCATED_IPS) else {
+        return Record::Unknown;
+    };
+    let recorded: BTreeSet<Option<IpAddr>> =
+        ips.split(',').map(|ip| ip.trim().parse().ok()).collect();
+    let shown_set: BTreeSet<Option<IpAddr>> = shown.iter().copied().map(Some).collect();
+    let key = annotations.get(ALLOCATED_SHARING_KEY).map(String::as_str);
+    let wanted_key = req.sharing.as_ref().map(|s| s.key.as_str());
+    if recorded == shown_set && key == wanted_key {
+        Record::Current
+    } else {
+        Record::Stale
+    }
+}
+
 /// The addresses in `ingress` that can be ours: pool addresses are
 /// published as VIPs, never as proxy addresses or hostnames.
 fn vips(ingress: &[Ingress]) -> Vec<IpAddr> {
@@ -421,7 +448,7 @@ impl Provider for BareMetalProvider {
     }
 
     fn owned_annotations(&self) -> &'static [&'static str] {
-        &[ALLOCATED_FROM_POOL]
+        &[ALLOCATED_FROM_POOL, ALLOCATED_IPS, ALLOCATED_SHARING_KEY]
     }
 
     fn set_change_notifier(&self, notify: ChangeNotifier) {
@@ -470,7 +497,7 @@ impl Provider for BareMetalProvider {
                 source: Box::new(e),
             })?;
 
-        let services: Vec<(Request, Vec<IpAddr>)> = owned
+        let services: Vec<(Request, Vec<IpAddr>, Record)> = owned
             .into_iter()
             .map(|svc| {
                 let addrs = vips(&svc.ingress);
@@ -485,7 +512,8 @@ impl Provider for BareMetalProvider {
                     pool: None,
                     sharing: None,
                 });
-                (req, addrs)
+                let record = record(&svc.intent.annotations, &req, &addrs);
+                (req, addrs, record)
             })
             .collect();
         let results = lock(&self.shared.allocator).restore_all(services);
@@ -540,10 +568,20 @@ impl Provider for BareMetalProvider {
                 .iter()
                 .map(|a| Ingress::Ip(*a))
                 .collect(),
-            annotations: BTreeMap::from([(
-                ALLOCATED_FROM_POOL.to_string(),
-                Some(allocation.pool.clone()),
-            )]),
+            annotations: BTreeMap::from([
+                (
+                    ALLOCATED_FROM_POOL.to_string(),
+                    Some(allocation.pool.clone()),
+                ),
+                (
+                    ALLOCATED_IPS.to_string(),
+                    Some(join_addresses(&allocation.addresses)),
+                ),
+                (
+                    ALLOCATED_SHARING_KEY.to_string(),
+                    req.sharing.as_ref().map(|s| s.key.clone()),
+                ),
+            ]),
         })
     }
 
@@ -563,5 +601,73 @@ impl Provider for BareMetalProvider {
             self.shared.notify_waiting();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(key: Option<&str>) -> Request {
+        Request {
+            service: ServiceKey {
+                namespace: "ns".into(),
+                name: "s".into(),
+            },
+            labels: BTreeMap::new(),
+            families: vec![ferrolb_provider_api::IpFamily::V4],
+            require_all: true,
+            addresses: Vec::new(),
+            pool: None,
+            sharing: key.map(|k| Sharing {
+                key: k.into(),
+                ports: Vec::new(),
+                backend: "Cluster".into(),
+            }),
+        }
+    }
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_record_vouches_only_for_what_it_names() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let shown = [ip("10.0.0.1"), ip("fd00::1")];
+        let both = annotations(&[
+            (ALLOCATED_IPS, "fd00::1,10.0.0.1"),
+            (ALLOCATED_SHARING_KEY, "k"),
+        ]);
+        assert_eq!(record(&both, &req(Some("k")), &shown), Record::Current);
+        // The key changed after the addresses were given.
+        assert_eq!(record(&both, &req(Some("j")), &shown), Record::Stale);
+        assert_eq!(record(&both, &req(None), &shown), Record::Stale);
+        // Given other addresses since; the status still shows the old ones.
+        assert_eq!(
+            record(&both, &req(Some("k")), &[ip("10.0.0.2"), ip("fd00::1")]),
+            Record::Stale
+        );
+        let unkeyed = annotations(&[(ALLOCATED_IPS, "10.0.0.1")]);
+        assert_eq!(
+            record(&unkeyed, &req(None), &[ip("10.0.0.1")]),
+            Record::Current
+        );
+        assert_eq!(
+            record(&unkeyed, &req(Some("k")), &[ip("10.0.0.1")]),
+            Record::Stale
+        );
+        let garbled = annotations(&[(ALLOCATED_IPS, "10.0.0.1,nope")]);
+        assert_eq!(
+            record(&garbled, &req(None), &[ip("10.0.0.1")]),
+            Record::Stale
+        );
+        assert_eq!(
+            record(&BTreeMap::new(), &req(None), &[ip("10.0.0.1")]),
+            Record::Unknown
+        );
     }
 }

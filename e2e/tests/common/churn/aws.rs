@@ -40,8 +40,8 @@ impl AwsAccount {
     }
 
     /// `ferrolb controller --provider aws` against moto.
-    pub fn controller(&self, cp: &ControlPlane) -> Result<FerrolbProcess> {
-        FerrolbProcess::spawn_aws_controller(cp, &self.moto.env(), CLUSTER, "127.0.0.1:0", &[])
+    pub fn controller(&self, cp: &ControlPlane, extra: &[&str]) -> Result<FerrolbProcess> {
+        FerrolbProcess::spawn_aws_controller(cp, &self.moto.env(), CLUSTER, "127.0.0.1:0", extra)
     }
 
     /// Every load balancer and target group tagged for [`CLUSTER`], by the

@@ -12,7 +12,9 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
 use super::observe::{Seen, may_share, pool_of};
-use super::{ALLOCATED_FROM, Desired, Outcome, POOLS, Request, SHARED};
+use super::{
+    ALLOCATED_FROM, ALLOCATED_IPS, ALLOCATED_SHARING_KEY, Desired, Outcome, POOLS, Request, SHARED,
+};
 use crate::common::{has_finalizer, ingress_ips};
 
 /// What is still wrong; empty once everything converged.
@@ -53,6 +55,7 @@ pub async fn problems(client: &Client, ns: &str, outcome: &Outcome) -> Result<Ve
             if has_finalizer(svc)
                 || !addrs.is_empty()
                 || svc.annotations().contains_key(ALLOCATED_FROM)
+                || svc.annotations().contains_key(ALLOCATED_IPS)
             {
                 problems.push(format!("{} is of another class but was touched", d.name));
             }
@@ -70,6 +73,21 @@ pub async fn problems(client: &Client, ns: &str, outcome: &Outcome) -> Result<Ve
         {
             problems.push(format!(
                 "{} shows {first} but says it came from pool {from:?}",
+                d.name
+            ));
+        }
+        // The record of the allocation says what the status shows.
+        let recorded = (
+            svc.annotations().get(ALLOCATED_IPS).cloned(),
+            svc.annotations().get(ALLOCATED_SHARING_KEY).cloned(),
+        );
+        let shown = (
+            Some(addrs.join(",")),
+            svc.annotations().get(SHARED).cloned(),
+        );
+        if recorded != shown {
+            problems.push(format!(
+                "{} shows {shown:?} (addresses, sharing key) but its record says {recorded:?}",
                 d.name
             ));
         }

@@ -15,7 +15,14 @@ pub struct Kills {
     /// listed, restored or had not even connected).
     pub before_ready: usize,
     pub elapsed: Duration,
+    /// Controllers that exited by themselves because they lost the Lease
+    /// (a renewal that did not make it in time, as under heavy load); each
+    /// was started again, as its Pod would be.
+    pub lost_lease: usize,
 }
+
+/// How long a new controller may take to log its start marker.
+const START: Duration = Duration::from_secs(60);
 
 /// How long the controller runs before the next kill: a quarter of the kills
 /// come within 250 ms of the start (before or during restore), most within
@@ -29,27 +36,59 @@ fn lifetime(rng: &mut Rng) -> Duration {
     }
 }
 
-/// Kills the controller `kills` times, each time at a random moment, and
-/// starts a new one right after; returns the last one, running. A
-/// controller that exited by itself fails the run.
+/// Kills the controller `kills` times, each time at a random moment after
+/// its log shows `leading` (with leader election on, the line that says it
+/// took the Lease, so the moments fall in the leader's work and not in its
+/// wait for the dead one's Lease), and starts a new one right after; returns
+/// the last one, running. A controller that exited by itself fails the run,
+/// unless it lost the Lease.
 pub async fn kill_repeatedly(
     kills: usize,
     mut rng: Rng,
+    leading: &str,
     mut spawn: impl FnMut() -> Result<FerrolbProcess>,
 ) -> Result<(FerrolbProcess, Kills)> {
     let started = Instant::now();
     let mut report = Kills::default();
     let mut ctl = spawn()?;
-    for _ in 0..kills {
-        tokio::time::sleep(lifetime(&mut rng)).await;
-        if let Some(status) = ctl.try_wait()? {
-            let log = ctl.log();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            bail!(
-                "the controller exited by itself ({status}) after {} kills; log tail:\n{}",
-                report.kills,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+    while report.kills < kills {
+        let deadline = Instant::now() + START;
+        let exited = loop {
+            if let Some(status) = ctl.try_wait()? {
+                break Some(status);
+            }
+            if ctl.log().contains(leading) {
+                break None;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the controller did not log {leading:?} within {START:?}:\n{}",
+                    tail(&ctl)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if exited.is_none() {
+            tokio::time::sleep(lifetime(&mut rng)).await;
+        }
+        if let Some(status) = exited.or(ctl.try_wait()?) {
+            if !ctl.log().contains("lost the leader lease") {
+                bail!(
+                    "the controller exited by itself ({status}) after {} kills; log tail:\n{}",
+                    report.kills,
+                    tail(&ctl)
+                );
+            }
+            report.lost_lease += 1;
+            if report.lost_lease > kills {
+                bail!(
+                    "{} controllers lost the Lease by themselves; log tail of the last:\n{}",
+                    report.lost_lease,
+                    tail(&ctl)
+                );
+            }
+            ctl = spawn()?;
+            continue;
         }
         if !ctl.log().contains("controller ready") {
             report.before_ready += 1;
@@ -60,4 +99,11 @@ pub async fn kill_repeatedly(
     }
     report.elapsed = started.elapsed();
     Ok((ctl, report))
+}
+
+/// The last 40 lines of the controller's log.
+fn tail(ctl: &FerrolbProcess) -> String {
+    let log = ctl.log();
+    let lines: Vec<&str> = log.lines().rev().take(40).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
 }

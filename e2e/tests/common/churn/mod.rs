@@ -48,6 +48,8 @@ pub const POOL: &str = "ferrolb.io/pool";
 pub const LOAD_BALANCER_IPS: &str = "ferrolb.io/load-balancer-ips";
 pub const SHARED: &str = "ferrolb.io/allow-shared-ip";
 pub const ALLOCATED_FROM: &str = "ferrolb.io/ip-allocated-from-pool";
+pub const ALLOCATED_IPS: &str = "ferrolb.io/allocated-ips";
+pub const ALLOCATED_SHARING_KEY: &str = "ferrolb.io/allocated-sharing-key";
 
 /// The churn's pools: two that assign automatically, one that serves only
 /// explicit requests, and one kept for a namespace the churn never uses.

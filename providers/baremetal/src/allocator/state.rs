@@ -10,7 +10,7 @@ use ferrolb_provider_api::{IpFamily, ServiceKey};
 use super::error::{AllocError, ShareConflict};
 use super::pool::{Pool, PoolState};
 use super::range::{fmt_span, from_u128};
-use super::{Allocation, PoolUsage, Request, Sharing};
+use super::{Allocation, PoolUsage, Record, Request, Sharing};
 
 /// Hands out addresses from pools; see the [module docs](super).
 #[derive(Clone, Debug, Default)]
@@ -182,30 +182,29 @@ impl Allocator {
     /// Restores many Services at once (see [`Allocator::restore`]), the
     /// Services whose addresses still meet their request first.
     ///
-    /// Two Services can show one address when a Service moved (its request
-    /// changed) and the leader died before writing its new status while the
-    /// others of a sharing key it left still hold the address. (An address
-    /// a Service moved away from is not handed to anyone else before its new
-    /// status is out, see [`Allocator::published`]; a leader older than that,
-    /// or a hand-edited status, can still leave one address on two Services
-    /// that may not share it.) The ones whose request the address still meets
-    /// keep it; the one whose request had changed gets new addresses. Among
-    /// the Services that show an address and ask for nothing that rules it
-    /// out, the largest group under one sharing key counts as meeting it (a
-    /// Service without a key counts only when it is alone). Between two
-    /// groups of one size nothing tells which one changed; list order then
-    /// decides, as before.
+    /// Two Services can show one address and not be allowed to share it:
+    /// one of them was moved (its request changed) and the leader died
+    /// before writing its new status, or its sharing key changed while no
+    /// leader ran. The one whose request the address still meets keeps it;
+    /// the other gets new addresses. Each Service's [`Record`] tells which
+    /// one changed: a Service whose record is [`Record::Stale`] goes after
+    /// the others and does not count against them. Among the rest, those
+    /// that show an address and ask for nothing that rules it out, the
+    /// largest group under one sharing key counts as meeting it (a Service
+    /// without a key counts only when it is alone). Records missing (a
+    /// status written before they were kept), two groups of one size tie,
+    /// and list order decides.
     pub fn restore_all(
         &mut self,
-        services: Vec<(Request, Vec<IpAddr>)>,
+        services: Vec<(Request, Vec<IpAddr>, Record)>,
     ) -> Vec<(ServiceKey, Result<Allocation, AllocError>)> {
         let wanted: Vec<bool> = services
             .iter()
-            .map(|(req, addrs)| self.asked_for(req, addrs))
+            .map(|(req, addrs, record)| *record != Record::Stale && self.asked_for(req, addrs))
             .collect();
         // Per address, how many Services that ask for it show it, per key.
         let mut shown: BTreeMap<IpAddr, BTreeMap<Option<&str>, usize>> = BTreeMap::new();
-        for ((req, addrs), _) in services.iter().zip(&wanted).filter(|(_, w)| **w) {
+        for ((req, addrs, _), _) in services.iter().zip(&wanted).filter(|(_, w)| **w) {
             let key = req.sharing.as_ref().map(|s| s.key.as_str());
             for ip in addrs {
                 *shown.entry(*ip).or_default().entry(key).or_default() += 1;
@@ -233,7 +232,7 @@ impl Allocator {
         let order: Vec<bool> = services
             .iter()
             .zip(&wanted)
-            .map(|((req, addrs), wanted)| *wanted && meets(req, addrs))
+            .map(|((req, addrs, _), wanted)| *wanted && meets(req, addrs))
             .collect();
         let (first, then): (Vec<_>, Vec<_>) = services
             .into_iter()
@@ -242,7 +241,7 @@ impl Allocator {
         first
             .into_iter()
             .chain(then)
-            .map(|((req, addrs), _)| {
+            .map(|((req, addrs, _), _)| {
                 let result = self.restore(&req, &addrs);
                 (req.service, result)
             })

@@ -3,7 +3,7 @@
 use ferrolb_provider_api::IpFamily::{V4, V6};
 
 use super::testutil::*;
-use super::{AllocError, Allocator, Denial, Pool, PoolUsage};
+use super::{AllocError, Allocator, Denial, Pool, PoolUsage, Record};
 
 #[test]
 fn pools_are_tried_by_priority_then_name() {
@@ -410,7 +410,7 @@ fn restoring_an_address_two_services_show_keeps_it_where_the_request_still_wants
         let results = a.restore_all(
             order
                 .iter()
-                .map(|&i| (both[i].clone(), vec![ip("10.0.0.1")]))
+                .map(|&i| (both[i].clone(), vec![ip("10.0.0.1")], Record::Unknown))
                 .collect(),
         );
         let failed: Vec<_> = results
@@ -432,9 +432,9 @@ fn restoring_an_address_two_services_show_keeps_it_where_the_request_still_wants
     let mut first = req("ns", "c-first");
     first.sharing = Some(sharing("k", &[tcp(80)], "Cluster"));
     let results = a.restore_all(vec![
-        (left.clone(), vec![ip("10.0.0.2")]),
-        (stays.clone(), vec![ip("10.0.0.2")]),
-        (first.clone(), vec![ip("10.0.0.2")]),
+        (left.clone(), vec![ip("10.0.0.2")], Record::Unknown),
+        (stays.clone(), vec![ip("10.0.0.2")], Record::Unknown),
+        (first.clone(), vec![ip("10.0.0.2")], Record::Unknown),
     ]);
     let ok: Vec<_> = results
         .iter()
@@ -452,9 +452,9 @@ fn restoring_an_address_two_services_show_keeps_it_where_the_request_still_wants
     let mut switched = req("ns", "a-switched");
     switched.sharing = Some(sharing("j", &[tcp(443)], "Cluster"));
     let results = a.restore_all(vec![
-        (switched.clone(), vec![ip("10.0.0.3")]),
-        (stays.clone(), vec![ip("10.0.0.3")]),
-        (first.clone(), vec![ip("10.0.0.3")]),
+        (switched.clone(), vec![ip("10.0.0.3")], Record::Unknown),
+        (stays.clone(), vec![ip("10.0.0.3")], Record::Unknown),
+        (first.clone(), vec![ip("10.0.0.3")], Record::Unknown),
     ]);
     let failed: Vec<_> = results
         .iter()
@@ -462,6 +462,42 @@ fn restoring_an_address_two_services_show_keeps_it_where_the_request_still_wants
         .map(|(k, _)| k.name.clone())
         .collect();
     assert_eq!(failed, ["a-switched"]);
+}
+
+#[test]
+fn restoring_a_tie_of_two_keys_the_record_tells_who_changed() {
+    // `a-changed` and `b-kept` shared 10.0.0.4 under key k; `a-changed`
+    // switched to key j, and the leader died before its new status was out.
+    // One Service a side: only the record tells which one changed.
+    let pools = || vec![pool("p", &["10.0.0.0/29"])];
+    let mut changed = req("ns", "a-changed");
+    changed.sharing = Some(sharing("j", &[tcp(80)], "Cluster"));
+    let mut kept = req("ns", "b-kept");
+    kept.sharing = Some(sharing("k", &[tcp(81)], "Cluster"));
+    let shows = || vec![ip("10.0.0.4")];
+    for order in [[0, 1], [1, 0]] {
+        let mut a = allocator(pools());
+        let both = [
+            (changed.clone(), shows(), Record::Stale),
+            (kept.clone(), shows(), Record::Current),
+        ];
+        let results = a.restore_all(order.iter().map(|&i| both[i].clone()).collect());
+        let failed: Vec<_> = results
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(k, _)| k.name.clone())
+            .collect();
+        assert_eq!(failed, ["a-changed"], "order {order:?}");
+        assert_eq!(a.holders(&ip("10.0.0.4")), vec![key("ns", "b-kept")]);
+        assert_ne!(try_assign(&mut a, &changed), "10.0.0.4@p");
+    }
+
+    // A stale record alone on its address still keeps it: nobody else
+    // wants it, and its request may keep it.
+    let mut a = allocator(pools());
+    let results = a.restore_all(vec![(changed.clone(), shows(), Record::Stale)]);
+    assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
+    assert_eq!(try_assign(&mut a, &changed), "10.0.0.4@p");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! published, so that no restart can find two Services showing one address.
 
 use super::testutil::*;
-use super::{AllocError, Request, ShareConflict};
+use super::{AllocError, Record, Request, ShareConflict};
 
 fn asking_for(name: &str, address: &str) -> Request {
     Request {
@@ -161,8 +161,12 @@ fn a_restart_before_the_new_status_finds_no_address_twice() {
 
     let mut restarted = allocator(vec![pool("p", &["10.0.0.0/30"])]);
     let results = restarted.restore_all(vec![
-        (asking_for("a", "10.0.0.3"), old.addresses.clone()),
-        (req("ns", "b"), b.addresses.clone()),
+        (
+            asking_for("a", "10.0.0.3"),
+            old.addresses.clone(),
+            Record::Stale,
+        ),
+        (req("ns", "b"), b.addresses.clone(), Record::Current),
     ]);
     assert!(results.iter().all(|(_, r)| r.is_ok()), "{results:?}");
     // a then moves again, and its old address waits for its status.
