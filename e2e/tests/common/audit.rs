@@ -50,8 +50,16 @@ impl AuditEvent {
 
     /// Sent by the ferrolb controller that runs as `identity`.
     pub fn by_controller(&self, identity: &str) -> bool {
+        self.controller() == Some(identity)
+    }
+
+    /// The identity of the ferrolb controller that sent it, if one did (its
+    /// User-Agent ends in `(controller; <identity>)`).
+    pub fn controller(&self) -> Option<&str> {
         self.user_agent
-            .ends_with(&format!("(controller; {identity})"))
+            .strip_suffix(')')
+            .and_then(|ua| ua.rsplit_once("(controller; "))
+            .map(|(_, id)| id)
     }
 
     /// On `resource` (with `subresource`, "" for none).

@@ -24,9 +24,9 @@ pub struct Kills {
 /// How long a new controller may take to log its start marker.
 const START: Duration = Duration::from_secs(60);
 
-/// How long the controller runs before the next kill: a quarter of the kills
-/// come within 250 ms of the start (before or during restore), most within
-/// 2 s, the rest within 5 s.
+/// How long the controller runs before the next kill, from when it took the
+/// Lease: a quarter of the kills come within 250 ms (during restore and the
+/// first reconciles), most within 2 s, the rest within 5 s.
 fn lifetime(rng: &mut Rng) -> Duration {
     let ms = Duration::from_millis;
     match rng.below(100) {
