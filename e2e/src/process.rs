@@ -57,8 +57,9 @@ impl FerrolbProcess {
     }
 
     /// Runs `ferrolb controller --provider aws` for `cluster`, without leader
-    /// election unless `extra` has a `--leader-election` flag, with the AWS endpoint and credentials in `aws_env` (moto's,
-    /// or a proxy's in front of it), metrics on `metrics_addr`, then `extra`.
+    /// election unless `extra` has a `--leader-election` flag, with the AWS
+    /// endpoint and credentials in `aws_env` (moto's, or a proxy's in front of
+    /// it), metrics on `metrics_addr`, then `extra`.
     /// It logs at `info,ferrolb=debug,ferrolb_aws=debug` unless `extra` has
     /// a `--log` of its own.
     pub fn spawn_aws_controller(

@@ -53,6 +53,11 @@ impl AuditEvent {
         self.controller() == Some(identity)
     }
 
+    /// A write by controller `identity` that landed.
+    pub fn landed_write_by(&self, identity: &str) -> bool {
+        self.by_controller(identity) && self.is_write() && self.landed()
+    }
+
     /// The identity of the ferrolb controller that sent it, if one did (its
     /// User-Agent ends in `(controller; <identity>)`).
     pub fn controller(&self) -> Option<&str> {
@@ -108,7 +113,7 @@ pub fn writes_after(
 ) -> Result<Vec<String>> {
     let mut late = Vec::new();
     for e in events {
-        if e.by_controller(identity) && e.is_write() && e.landed() {
+        if e.landed_write_by(identity) {
             let at = e.at()?;
             if at > after {
                 late.push(format!("{} at {at}", e.what()));
@@ -122,9 +127,7 @@ pub fn writes_after(
 /// to it that landed. None if it never did.
 pub fn lease_taken(events: &[AuditEvent], identity: &str, name: &str) -> Result<Option<Timestamp>> {
     earliest(events.iter().filter(|e| {
-        e.by_controller(identity)
-            && e.is_write()
-            && e.landed()
+        e.landed_write_by(identity)
             && e.on("leases", "")
             && e.object_ref.as_ref().is_some_and(|o| o.name == name)
     }))

@@ -13,11 +13,11 @@ use super::{Env, Foreign, WAIT, WithLog, ingress_ips};
 use anyhow::{Context, Result, ensure};
 use ferrolb_e2e::wait_for;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::coordination::v1::LeaseSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{DeleteParams, ListParams};
 
 pub const LEASE: &str = "4s";
 pub const LEASE_DURATION: Duration = Duration::from_secs(4);
@@ -46,11 +46,9 @@ async fn lease_time(
     env: &Env,
     field: impl FnOnce(LeaseSpec) -> Option<MicroTime>,
 ) -> Result<Timestamp> {
-    let lease = Api::<Lease>::namespaced(env.client.clone(), "kube-system")
-        .get("ferrolb-controller")
-        .await?;
-    Ok(lease
-        .spec
+    Ok(env
+        .lease_spec()
+        .await?
         .and_then(field)
         .context("the Lease lacks a time")?
         .0)
@@ -260,10 +258,7 @@ pub async fn trial(stop: Stop) -> Result<Trial> {
 
     // The audit log: what `one` wrote, and when it landed.
     let events = audit::events(&env.cp.audit_log())?;
-    let by_one: Vec<&AuditEvent> = events
-        .iter()
-        .filter(|e| e.by_controller("one") && e.is_write() && e.landed())
-        .collect();
+    let by_one: Vec<&AuditEvent> = events.iter().filter(|e| e.landed_write_by("one")).collect();
     ensure!(
         by_one.iter().any(|e| e.on("services", "status")),
         "the audit log shows one's status writes (else the late-write check proves nothing)"
@@ -272,10 +267,7 @@ pub async fn trial(stop: Stop) -> Result<Trial> {
         .into_iter()
         .map(|w| format!("{w} (two acquired at {acquired})"))
         .collect();
-    let by_two = events
-        .iter()
-        .filter(|e| e.by_controller("two") && e.is_write() && e.landed())
-        .count();
+    let by_two = events.iter().filter(|e| e.landed_write_by("two")).count();
     Ok(Trial {
         gap,
         takeover,
@@ -292,12 +284,8 @@ pub async fn trial(stop: Stop) -> Result<Trial> {
 /// took it over (a new transition) rather than renewing it.
 pub async fn restart_under_the_same_identity() -> Result<Duration> {
     let env = Env::start().await?;
-    let transitions = || async {
-        let lease = Api::<Lease>::namespaced(env.client.clone(), "kube-system")
-            .get_opt("ferrolb-controller")
-            .await?;
-        anyhow::Ok(lease.and_then(|l| l.spec).and_then(|s| s.lease_transitions))
-    };
+    let transitions =
+        || async { anyhow::Ok(env.lease_spec().await?.and_then(|s| s.lease_transitions)) };
     let mut first = env.elected_controller("same", LEASE)?;
     wait_for("the first process to lead", WAIT, || async {
         Ok(env.lease_holder().await?.filter(|h| h == "same"))

@@ -89,15 +89,21 @@ impl Env {
         ])
     }
 
-    /// Who holds the controller's Lease, if anyone.
-    pub async fn lease_holder(&self) -> Result<Option<String>> {
+    /// The controller's Lease record, if there is one.
+    pub async fn lease_spec(
+        &self,
+    ) -> Result<Option<k8s_openapi::api::coordination::v1::LeaseSpec>> {
         let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
             Api::namespaced(self.client.clone(), "kube-system");
         Ok(leases
             .get_opt("ferrolb-controller")
             .await?
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity))
+            .and_then(|l| l.spec))
+    }
+
+    /// Who holds the controller's Lease, if anyone.
+    pub async fn lease_holder(&self) -> Result<Option<String>> {
+        Ok(self.lease_spec().await?.and_then(|s| s.holder_identity))
     }
 
     pub fn services(&self) -> Api<Service> {

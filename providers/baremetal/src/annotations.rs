@@ -97,10 +97,11 @@ fn is_sharing_key(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    /// Annotations from pairs (for the crate's tests).
+    pub(crate) fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

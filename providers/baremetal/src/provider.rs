@@ -607,6 +607,7 @@ impl Provider for BareMetalProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::annotations::tests::ann as annotations;
 
     fn req(key: Option<&str>) -> Request {
         Request {
@@ -625,13 +626,6 @@ mod tests {
                 backend: "Cluster".into(),
             }),
         }
-    }
-
-    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]
