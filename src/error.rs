@@ -28,15 +28,15 @@ pub enum Error {
         service: ServiceKey,
     },
 
-    #[error("patching the status of {service}: {source}")]
+    #[error("writing the status, finalizer and annotations of {service}: {source}")]
     PatchStatus {
         #[source]
         source: kube::Error,
         service: ServiceKey,
     },
 
-    #[error("writing the finalizer and annotations of {service}: {source}")]
-    PatchMetadata {
+    #[error("adding the finalizer to {service}: {source}")]
+    AddFinalizer {
         #[source]
         source: kube::Error,
         service: ServiceKey,
@@ -57,7 +57,7 @@ impl Error {
             Error::Intent { .. } => ErrorClass::Invalid,
             Error::Ensure { source, .. } | Error::Delete { source, .. } => source.class(),
             Error::PatchStatus { source, .. }
-            | Error::PatchMetadata { source, .. }
+            | Error::AddFinalizer { source, .. }
             | Error::RemoveFinalizer { source, .. } => kube_class(source),
         }
     }

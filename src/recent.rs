@@ -2,8 +2,8 @@
 //!
 //! A reconcile reads its Service from the reflector's store, which lags the
 //! apiserver by a watch event. A reconcile that follows our own write before
-//! its event has arrived (the metadata write's event triggers one while the
-//! status write is still on its way) would see the old object and write the
+//! its event has arrived (an AWS Service's finalizer write triggers one while
+//! the status write is still on its way) would see the old object and write the
 //! same status again. So after each write we keep the object the apiserver
 //! answered with, together with the resourceVersions we knew to be older, and
 //! a reconcile that is handed one of those older versions gets ours instead.

@@ -227,15 +227,11 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
     let _reconciling = ctx.events.reconciling();
     debug!("reconciling");
     let svc = ctx.recent.fresher(svc);
-    let api: Api<Service> =
-        Api::namespaced(ctx.client.clone(), &svc.namespace().unwrap_or_default());
     let result = if ctx.config.is_ours(&svc) {
         if svc.metadata.deletion_timestamp.is_none() {
             apply(&svc, &ctx).await
         } else if has_finalizer(&svc) {
-            cleanup(&svc, &ctx).await?;
-            remove_finalizer(&api, &svc).await?;
-            Ok(Action::await_change())
+            cleanup(&svc, &ctx).await
         } else {
             Ok(Action::await_change())
         }
@@ -243,7 +239,8 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
         // It was ours and no longer is (its type changed, or this install
         // stopped being the default class; or it is being deleted after
         // that): let go of it.
-        release(&api, &svc, &ctx).await
+        info!("service is no longer served by this install; cleaning up");
+        cleanup(&svc, &ctx).await
     } else {
         Ok(Action::await_change())
     };
@@ -255,13 +252,6 @@ pub async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, E
 
 pub fn has_finalizer(svc: &Service) -> bool {
     svc.finalizers().iter().any(|f| f == FINALIZER)
-}
-
-async fn release(api: &Api<Service>, svc: &Service, ctx: &Context) -> Result<Action, Error> {
-    info!("service is no longer served by this install; cleaning up");
-    cleanup(svc, ctx).await?;
-    remove_finalizer(api, svc).await?;
-    Ok(Action::await_change())
 }
 
 async fn apply(svc: &Service, ctx: &Context) -> Result<Action, Error> {
@@ -293,9 +283,9 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     let mut latest: Option<Service> = None;
     // The finalizer goes on before the provider makes anything that could
     // outlive the Service; a provider that makes nothing of the kind gets it
-    // in the same write as its annotations.
+    // in the same write as its annotations and the address.
     if !has_finalizer(svc) && ctx.provider.needs_finalizer_before_ensure() {
-        let written = patch_metadata(ctx, svc, true, &BTreeMap::new()).await?;
+        let written = add_finalizer(ctx, svc).await?;
         stale.extend(written.resource_version());
         latest = Some(written);
     }
@@ -318,17 +308,26 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         service: key.clone(),
     })?;
 
-    let annotations = annotation_changes(base, &status.annotations);
-    if !has_finalizer(base) || !annotations.is_empty() {
-        match patch_metadata(ctx, base, !has_finalizer(base), &annotations).await {
+    // The finalizer (if it is not on yet), our annotations and the address go
+    // in one write of the status subresource, which keeps metadata changes
+    // too (the way the cloud-provider service controller writes its own
+    // finalizer): each Service costs the apiserver one write, not two.
+    let desired = desired_ingress(&status);
+    let change = Change {
+        finalizers: (!has_finalizer(base)).then(|| with_finalizer(base)),
+        annotations: annotation_changes(base, &status.annotations),
+        ingress: (desired != current).then_some(Some(desired.as_slice())),
+    };
+    if !change.is_empty() {
+        match write_status(ctx, base, &change).await {
             Ok(written) => {
                 stale.extend(written.resource_version());
                 latest = Some(written);
             }
-            Err(Error::PatchMetadata {
+            Err(Error::PatchStatus {
                 source: kube::Error::Api(s),
                 ..
-            }) if s.code == 404 => {
+            }) if s.code == 404 && change.finalizers.is_some() => {
                 // Deleted while we allocated, before our finalizer was on it:
                 // nothing will call us for it again.
                 ctx.metered("delete", ctx.provider.delete(&key))
@@ -342,9 +341,7 @@ async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
             Err(e) => return Err(e),
         }
     }
-    let desired = desired_ingress(&status);
-    if desired != current {
-        latest = Some(write_ingress(ctx, &key, Some(&desired)).await?);
+    if change.ingress.is_some() {
         let addrs: Vec<String> = status.ingress.iter().map(ingress_string).collect();
         info!(ingress = ?addrs, "status updated");
         ctx.publish(
@@ -398,12 +395,38 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
         return Err(e);
     }
 
-    // A Service on its way out needs no tidying; one that stays (type or class
-    // changed) must not keep an address it no longer has.
-    if svc.metadata.deletion_timestamp.is_none() {
-        remove_annotations(ctx, svc).await?;
-        if !current_ingress(svc).is_empty() {
-            write_ingress(ctx, &key, None).await?;
+    if svc.metadata.deletion_timestamp.is_some() {
+        // On its way out: it needs no tidying, only to lose our finalizer.
+        remove_finalizer(svc, ctx).await?;
+    } else {
+        // It stays (its type or class changed), so it must not keep an
+        // address it no longer has: our finalizer, our annotations and the
+        // address go in one write.
+        let ours: BTreeMap<String, Option<String>> = ctx
+            .provider
+            .owned_annotations()
+            .iter()
+            .map(|k| (k.to_string(), None))
+            .collect();
+        let change = Change {
+            finalizers: Some(
+                svc.finalizers()
+                    .iter()
+                    .filter(|f| *f != FINALIZER)
+                    .cloned()
+                    .collect(),
+            ),
+            annotations: annotation_changes(svc, &ours),
+            ingress: (!current_ingress(svc).is_empty()).then_some(None),
+        };
+        match write_status(ctx, svc, &change).await {
+            Err(Error::PatchStatus {
+                source: kube::Error::Api(s),
+                ..
+            }) if s.code == 404 => {}
+            r => {
+                r?;
+            }
         }
     }
     ctx.publish(
@@ -416,7 +439,7 @@ async fn cleanup(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-async fn remove_finalizer(api: &Api<Service>, svc: &Service) -> Result<(), Error> {
+async fn remove_finalizer(svc: &Service, ctx: &Context) -> Result<(), Error> {
     let Some(idx) = svc.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(());
     };
@@ -427,6 +450,8 @@ async fn remove_finalizer(api: &Api<Service>, svc: &Service) -> Result<(), Error
         { "op": "remove", "path": format!("/metadata/finalizers/{idx}") },
     ]))
     .expect("static JSON patch");
+    let api: Api<Service> =
+        Api::namespaced(ctx.client.clone(), &svc.namespace().unwrap_or_default());
     match api
         .patch::<Service>(
             &svc.name_any(),
@@ -444,33 +469,20 @@ async fn remove_finalizer(api: &Api<Service>, svc: &Service) -> Result<(), Error
     }
 }
 
-/// Adds our finalizer (when `add_finalizer`) and sets (`Some`) or removes
-/// (`None`) annotations, in one write. The write names the resourceVersion it
-/// was computed from, so it replaces the finalizer list only if nobody changed
-/// the Service in between (a conflict is retried).
-async fn patch_metadata(
-    ctx: &Context,
-    svc: &Service,
-    add_finalizer: bool,
-    annotations: &BTreeMap<String, Option<String>>,
-) -> Result<Service, Error> {
+/// Puts our finalizer on the Service by itself, ahead of the provider's
+/// work. Written through the Service, with the resourceVersion the list was
+/// computed from (a conflict is retried).
+async fn add_finalizer(ctx: &Context, svc: &Service) -> Result<Service, Error> {
     let key = service_key(svc);
-    let mut metadata = serde_json::Map::new();
-    metadata.insert("resourceVersion".into(), json!(svc.resource_version()));
-    if add_finalizer {
-        let mut finalizers = svc.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_string());
-        metadata.insert("finalizers".into(), json!(finalizers));
-    }
-    if !annotations.is_empty() {
-        metadata.insert("annotations".into(), json!(annotations));
-    }
+    let patch = json!({ "metadata": {
+        "resourceVersion": svc.resource_version(),
+        "finalizers": with_finalizer(svc),
+    }});
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let patch = json!({ "metadata": metadata });
     let written = api
         .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|source| Error::PatchMetadata {
+        .map_err(|source| Error::AddFinalizer {
             source,
             service: key,
         })?;
@@ -478,36 +490,64 @@ async fn patch_metadata(
     Ok(written)
 }
 
-/// Removes the annotations of ours the Service still shows.
-async fn remove_annotations(ctx: &Context, svc: &Service) -> Result<(), Error> {
-    let ours: BTreeMap<String, Option<String>> = ctx
-        .provider
-        .owned_annotations()
-        .iter()
-        .map(|k| (k.to_string(), None))
-        .collect();
-    let changes = annotation_changes(svc, &ours);
-    if !changes.is_empty() {
-        patch_metadata(ctx, svc, false, &changes).await?;
-    }
-    Ok(())
+fn with_finalizer(svc: &Service) -> Vec<String> {
+    let mut list = svc.finalizers().to_vec();
+    list.push(FINALIZER.to_string());
+    list
 }
 
-/// Writes `status.loadBalancer.ingress` (`None` removes it); returns the
-/// Service as written.
-async fn write_ingress(
-    ctx: &Context,
-    key: &ServiceKey,
-    ingress: Option<&[LoadBalancerIngress]>,
-) -> Result<Service, Error> {
+/// What a reconcile writes to a Service besides its spec.
+struct Change<'a> {
+    /// The finalizer list to put in place of the one the Service shows.
+    finalizers: Option<Vec<String>>,
+    /// Annotations to set (`Some`) or remove (`None`).
+    annotations: BTreeMap<String, Option<String>>,
+    /// The ingress to write; `Some(None)` removes it.
+    ingress: Option<Option<&'a [LoadBalancerIngress]>>,
+}
+
+impl Change<'_> {
+    fn is_empty(&self) -> bool {
+        self.finalizers.is_none() && self.annotations.is_empty() && self.ingress.is_none()
+    }
+}
+
+/// Writes `change` in one patch of the status subresource, which keeps
+/// changes to metadata as well as to the status; returns the Service as
+/// written. A new finalizer list goes with the resourceVersion it was
+/// computed from, so it lands only if nobody changed the Service in between
+/// (a conflict is retried).
+async fn write_status(ctx: &Context, svc: &Service, change: &Change<'_>) -> Result<Service, Error> {
+    let key = service_key(svc);
+    let mut metadata = serde_json::Map::new();
+    if let Some(finalizers) = &change.finalizers {
+        metadata.insert("resourceVersion".into(), json!(svc.resource_version()));
+        metadata.insert("finalizers".into(), json!(finalizers));
+    }
+    if !change.annotations.is_empty() {
+        metadata.insert("annotations".into(), json!(change.annotations));
+    }
+    let mut patch = serde_json::Map::new();
+    if !metadata.is_empty() {
+        patch.insert("metadata".into(), metadata.into());
+    }
+    if let Some(ingress) = change.ingress {
+        patch.insert(
+            "status".into(),
+            json!({ "loadBalancer": { "ingress": ingress } }),
+        );
+    }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let patch = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
     let written = api
-        .patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &key.name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::Value::Object(patch)),
+        )
         .await
         .map_err(|source| Error::PatchStatus {
             source,
-            service: key.clone(),
+            service: key,
         })?;
     ctx.metrics.status_patches.inc();
     Ok(written)

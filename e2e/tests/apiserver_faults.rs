@@ -257,7 +257,7 @@ async fn refuse_our_finalizer(env: &Env) -> Result<()> {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [{
                 "apiGroups": [""], "apiVersions": ["v1"],
-                "operations": ["UPDATE"], "resources": ["services"],
+                "operations": ["UPDATE"], "resources": ["services", "services/status"],
             }]},
             "validations": [{
                 "expression": "!has(object.metadata.finalizers) || !('ferrolb.io/load-balancer-cleanup' in object.metadata.finalizers)",
@@ -287,6 +287,7 @@ async fn refuse_our_finalizer(env: &Env) -> Result<()> {
     .await?;
     let patch =
         serde_json::json!({"metadata": {"finalizers": ["ferrolb.io/load-balancer-cleanup"]}});
+    // The controller writes the finalizer through the status subresource.
     wait_for(
         "the policy to refuse the finalizer",
         Duration::from_secs(30),
@@ -297,7 +298,7 @@ async fn refuse_our_finalizer(env: &Env) -> Result<()> {
             };
             match env
                 .services()
-                .patch("probe", &dry, &kube::api::Patch::Merge(&patch))
+                .patch_status("probe", &dry, &kube::api::Patch::Merge(&patch))
                 .await
             {
                 Err(kube::Error::Api(s)) if s.code == 422 => Ok(Some(())),

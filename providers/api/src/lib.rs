@@ -99,7 +99,7 @@ pub trait Provider: Send + Sync + 'static {
     /// without the controller noticing. A provider that only keeps state in
     /// memory and rebuilds it from the Services on start can answer false:
     /// the finalizer then goes on in the same write as the provider's
-    /// annotations, and the controller calls `delete` for a Service deleted
+    /// annotations and the status, and the controller calls `delete` for a Service deleted
     /// before it had one.
     fn needs_finalizer_before_ensure(&self) -> bool {
         true

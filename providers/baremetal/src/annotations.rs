@@ -11,8 +11,8 @@ pub const POOL: &str = "ferrolb.io/pool";
 pub const ALLOW_SHARED_IP: &str = "ferrolb.io/allow-shared-ip";
 /// Written by ferrolb: the pool the Service's addresses came from.
 pub const ALLOCATED_FROM_POOL: &str = "ferrolb.io/ip-allocated-from-pool";
-/// Written by ferrolb, before the status that shows them: the addresses it
-/// gave the Service (comma-separated) ...
+/// Written by ferrolb, in the write of the status that shows them: the
+/// addresses it gave the Service (comma-separated) ...
 pub const ALLOCATED_IPS: &str = "ferrolb.io/allocated-ips";
 /// ... and the sharing key it gave them under (absent for none). On a
 /// restart they tell a Service whose status is stale (it was given other
