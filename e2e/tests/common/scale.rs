@@ -485,9 +485,16 @@ pub struct ConvergenceRow {
 /// apiserver's own cost, all on one apiserver:
 /// - creating `n` Services alone;
 /// - `n` status patches alone from a plain client (the baseline);
+/// - ferrolb started over `n` Services created before it, timed from its
+///   start to the last address: the same `n` status writes into Services
+///   that are there already, so the row to hold against that baseline;
 /// - creating `n` Services with a null controller that patches each one's
 ///   status once as soon as it sees it (the least any controller can do);
-/// - the same with ferrolb.
+/// - the same with ferrolb;
+/// - the null controller again, since each row finds the Services of the
+///   rows before it in etcd and so runs on a fuller apiserver: each ferrolb
+///   row is compared with the null controller's total interpolated to its
+///   place between the two.
 ///
 /// Each run has a namespace and a `loadBalancerClass` of its own, so no run
 /// reconciles another's Services.
@@ -499,7 +506,7 @@ pub async fn convergence(
 ) -> Result<Vec<ConvergenceRow>> {
     let client = &env.client;
     let timeout = Duration::from_secs(60 + n as u64 / 5);
-    let pool_size = (n * (runs.len() + 1)).next_power_of_two().max(256);
+    let pool_size = (n * (runs.len() + 2)).next_power_of_two().max(256);
     let prefix = 32 - pool_size.trailing_zeros();
     env.create_pool("scale", &[&format!("10.64.0.0/{prefix}")], |_| {})
         .await?;
@@ -529,21 +536,22 @@ pub async fn convergence(
         p50_p99: None,
         writes: without_creates(writes, n),
     });
+    rows.push(started_over_services(env, n, concurrency, timeout).await?);
 
-    let ns = "base-null";
-    fixtures::create_namespace(client, ns).await?;
-    rows.push(
-        run_converging(env, ns, UNSERVED_CLASS, n, concurrency, timeout, || {
+    let null_row = async |ns: &str, what: &str| -> Result<ConvergenceRow> {
+        fixtures::create_namespace(client, ns).await?;
+        let row = run_converging(env, ns, UNSERVED_CLASS, n, concurrency, timeout, || {
             null_controller(client, ns, n, concurrency)
         })
-        .await
-        .map(|r| ConvergenceRow {
+        .await?;
+        Ok(ConvergenceRow {
             what: format!(
-                "null controller: creates + 1 status patch each, {concurrency} in flight"
+                "{NULL_CONTROLLER}{what}: creates + 1 status patch each, {concurrency} in flight"
             ),
-            ..r
-        })?,
-    );
+            ..row
+        })
+    };
+    rows.push(null_row("base-null", "").await?);
 
     for (i, flags) in runs.iter().enumerate() {
         let ns = format!("ferrolb-{i}");
@@ -566,8 +574,51 @@ pub async fn convergence(
         });
         drop(ctl);
     }
+    rows.push(null_row("base-null-again", " (again, after ferrolb)").await?);
     Ok(rows)
 }
+
+/// ferrolb with its defaults, started once `n` Services of its class are
+/// there: from the process's start to the last address.
+async fn started_over_services(
+    env: &super::Env,
+    n: usize,
+    concurrency: usize,
+    timeout: Duration,
+) -> Result<ConvergenceRow> {
+    let client = &env.client;
+    let (ns, class) = ("ferrolb-start", "bench.ferrolb.io/start");
+    fixtures::create_namespace(client, ns).await?;
+    let created = create_services(client, ns, class, n, concurrency).await?;
+    let before = apiserver_writes(client).await?;
+    let addressed = watch_addressed(client, ns, n, timeout);
+    // Let the watch start before the controller does.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ctl = Controller::start(env, class, &[]).await?;
+    let addressed = addressed.await?.with_context(|| {
+        format!(
+            "ferrolb started over Services; log:\n{}",
+            tail(&ctl.process.log())
+        )
+    })?;
+    // Each Service's time counts from the controller's start.
+    let since_start: HashMap<String, Instant> = created
+        .into_keys()
+        .map(|name| (name, ctl.started))
+        .collect();
+    let c = Convergence::of(ctl.started, &since_start, &addressed)?;
+    let writes = writes_between(&before, &settled_writes(client).await?);
+    Ok(ConvergenceRow {
+        what: format!("ferrolb (defaults): started over {n} Services, start to last address"),
+        services: n,
+        total: c.total,
+        p50_p99: Some((c.percentile(50), c.percentile(99))),
+        writes,
+    })
+}
+
+/// How the rows of the null controller start.
+const NULL_CONTROLLER: &str = "null controller";
 
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
@@ -759,14 +810,28 @@ pub fn convergence_table(rows: &[ConvergenceRow]) -> String {
         .iter()
         .find(|r| r.what.contains("(baseline)"))
         .map(|r| r.total);
-    let null = rows
+    // What a row is compared with: for a row between the null controller's
+    // first and last runs, its total interpolated by the row's place between
+    // them; for the rest (the last run too, which so shows the drift), its
+    // first run.
+    let nulls: Vec<(usize, Duration)> = rows
         .iter()
-        .find(|r| r.what.starts_with("null controller"))
-        .map(|r| r.total);
+        .enumerate()
+        .filter(|(_, r)| r.what.starts_with(NULL_CONTROLLER))
+        .map(|(i, r)| (i, r.total))
+        .collect();
+    let null = |i: usize| -> Option<Duration> {
+        let (&(a, ta), &(b, tb)) = (nulls.first()?, nulls.last()?);
+        if i <= a || i >= b {
+            return Some(ta);
+        }
+        let f = (i - a) as f64 / (b - a) as f64;
+        Some(ta.mul_f64(1.0 - f) + tb.mul_f64(f))
+    };
     let mut out = String::from(
         "| what | Services | total | per Service p50 | p99 | × baseline | × null controller | writes per Service (besides the create) |\n|---|---|---|---|---|---|---|---|\n",
     );
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         let ratio = |b: Option<Duration>| {
             b.map_or("".into(), |b| {
                 format!("{:.2}", r.total.as_secs_f64() / b.as_secs_f64())
@@ -786,7 +851,7 @@ pub fn convergence_table(rows: &[ConvergenceRow]) -> String {
             r.services,
             ms(r.total),
             ratio(baseline),
-            ratio(null),
+            ratio(null(i)),
             if per.is_empty() {
                 "none".into()
             } else {
@@ -846,5 +911,31 @@ apiserver_request_total{code="409",component="apiserver",dry_run="",group="",res
         assert_eq!(w.get("services"), Some(&11));
         assert_eq!(w.get("services/status"), Some(&7));
         assert_eq!(w.len(), 2);
+    }
+
+    #[test]
+    fn rows_between_the_null_runs_are_compared_with_their_interpolation() {
+        let row = |what: &str, ms: u64| ConvergenceRow {
+            what: what.into(),
+            services: 10,
+            total: Duration::from_millis(ms),
+            p50_p99: None,
+            writes: BTreeMap::new(),
+        };
+        let rows = [
+            row("apiserver: creates alone", 500),
+            row("null controller: first", 1000),
+            row("ferrolb (a)", 1100),
+            row("ferrolb (b)", 1800),
+            row("null controller (again): last", 1600),
+        ];
+        let ratios: Vec<String> = convergence_table(&rows)
+            .lines()
+            .skip(2)
+            .map(|l| l.split(" | ").nth(6).unwrap_or_default().to_string())
+            .collect();
+        // (a) against 1200 ms, a third of the way; (b) against 1400 ms; the
+        // last null run against the first, which shows the drift.
+        assert_eq!(ratios, ["0.50", "1.00", "0.92", "1.29", "1.60"]);
     }
 }
