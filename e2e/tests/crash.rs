@@ -391,3 +391,95 @@ async fn killed_after_a_sharing_key_changed() -> Result<()> {
     };
     check.await.with_log(&ctl)
 }
+
+/// Two pairs of Services shared an address each under one key; in each pair
+/// one Service changed so that the pair may no longer share (its ports came
+/// to overlap the other's, or its `externalTrafficPolicy` changed), and the
+/// controller died before it wrote that one's new status. The key is the
+/// same on both sides, so only the terms recorded with the address tell
+/// which one changed; the other keeps the address whatever the list order.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_after_the_terms_of_a_sharing_changed() -> Result<()> {
+    let env = Env::start().await?;
+    env.create_pool("default", &["192.0.2.0/29"], |_| {})
+        .await?;
+    let shared = |ip: &'static str, port: i32, local: bool, was_port: i32| {
+        move |s: &mut k8s_openapi::api::core::v1::Service| {
+            let a = s.metadata.annotations.get_or_insert_with(Default::default);
+            a.insert("ferrolb.io/allow-shared-ip".into(), "k".into());
+            a.insert("ferrolb.io/allocated-ips".into(), ip.into());
+            a.insert("ferrolb.io/allocated-sharing-key".into(), "k".into());
+            a.insert(
+                "ferrolb.io/allocated-sharing-terms".into(),
+                format!("ports=TCP/{was_port};externalTrafficPolicy=Cluster"),
+            );
+            let spec = s.spec.as_mut().unwrap();
+            spec.ports.as_mut().unwrap()[0].port = port;
+            if local {
+                spec.external_traffic_policy = Some("Local".into());
+            }
+        }
+    };
+    // Names in list order: the one that changed comes first in each pair.
+    let pairs = [
+        ("a-ports-overlap", "b-kept", "192.0.2.0"),
+        ("c-went-local", "d-kept", "192.0.2.1"),
+    ];
+    served_by_a_dead_controller(
+        &env,
+        pairs[0].0,
+        pairs[0].2,
+        shared(pairs[0].2, 81, false, 80),
+    )
+    .await?;
+    served_by_a_dead_controller(
+        &env,
+        pairs[0].1,
+        pairs[0].2,
+        shared(pairs[0].2, 81, false, 81),
+    )
+    .await?;
+    served_by_a_dead_controller(
+        &env,
+        pairs[1].0,
+        pairs[1].2,
+        shared(pairs[1].2, 82, true, 82),
+    )
+    .await?;
+    served_by_a_dead_controller(
+        &env,
+        pairs[1].1,
+        pairs[1].2,
+        shared(pairs[1].2, 83, false, 83),
+    )
+    .await?;
+
+    let ctl = env.controller(&[])?;
+    let check = async {
+        for (changed, kept, ip) in pairs {
+            let moved = wait_for(
+                &format!("{changed} to get an address of its own"),
+                common::WAIT,
+                || async {
+                    let ips = common::ingress_ips(&env.services().get(changed).await?);
+                    Ok((ips != [ip]).then_some(ips))
+                },
+            )
+            .await?;
+            assert_eq!(moved.len(), 1, "{moved:?}");
+            let stayed = env.services().get(kept).await?;
+            assert_eq!(common::ingress_ips(&stayed), [ip], "{kept}'s address moved");
+        }
+        // The records now say what each Service was given, under which terms.
+        let moved = env.services().get("c-went-local").await?;
+        let annotations = moved.metadata.annotations.unwrap_or_default();
+        assert_eq!(
+            annotations
+                .get("ferrolb.io/allocated-sharing-terms")
+                .map(String::as_str),
+            Some("ports=TCP/82;externalTrafficPolicy=Local")
+        );
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}

@@ -14,11 +14,15 @@ pub const ALLOCATED_FROM_POOL: &str = "ferrolb.io/ip-allocated-from-pool";
 /// Written by ferrolb, in the write of the status that shows them: the
 /// addresses it gave the Service (comma-separated) ...
 pub const ALLOCATED_IPS: &str = "ferrolb.io/allocated-ips";
-/// ... and the sharing key it gave them under (absent for none). On a
-/// restart they tell a Service whose status is stale (it was given other
-/// addresses since, or its key changed after) from one that still holds what
-/// it shows, when both show one address and may not share it.
+/// ... the sharing key it gave them under (absent for none) ...
 pub const ALLOCATED_SHARING_KEY: &str = "ferrolb.io/allocated-sharing-key";
+/// ... and the terms of that sharing: the ports and the traffic policy, as
+/// `ports=TCP/80,UDP/53;externalTrafficPolicy=Cluster` (absent for none). On
+/// a restart the three tell a Service whose status is stale (it was given
+/// other addresses since, or its key, ports or policy changed after) from one
+/// that still holds what it shows, when both show one address and may not
+/// share it.
+pub const ALLOCATED_SHARING_TERMS: &str = "ferrolb.io/allocated-sharing-terms";
 
 /// MetalLB's names for the same requests, read so a MetalLB cluster can switch
 /// without rewriting its Services. Ours win when both are set.

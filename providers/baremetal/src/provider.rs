@@ -27,7 +27,9 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
 use crate::allocator::{AllocError, Allocator, Pool, Record, Request, Sharing, pool_from_spec};
-use crate::annotations::{self, ALLOCATED_FROM_POOL, ALLOCATED_IPS, ALLOCATED_SHARING_KEY};
+use crate::annotations::{
+    self, ALLOCATED_FROM_POOL, ALLOCATED_IPS, ALLOCATED_SHARING_KEY, ALLOCATED_SHARING_TERMS,
+};
 use crate::crd::{BGPAdvertisement, IPPool, IPPoolStatus, L2Advertisement};
 
 #[derive(Clone, Debug)]
@@ -390,8 +392,27 @@ fn join_addresses(addresses: &[IpAddr]) -> String {
         .join(",")
 }
 
-/// What the Service's own record ([`ALLOCATED_IPS`], [`ALLOCATED_SHARING_KEY`])
-/// says of the addresses `shown` in its status, for the request it makes now.
+/// The terms of a sharing as [`ALLOCATED_SHARING_TERMS`] holds them: the
+/// ports sorted, so that reordering them in the spec changes nothing.
+fn sharing_terms(sharing: &Sharing) -> String {
+    let ports: BTreeSet<_> = sharing.ports.iter().collect();
+    let ports: Vec<String> = ports
+        .into_iter()
+        .map(|(protocol, port)| format!("{protocol}/{port}"))
+        .collect();
+    format!(
+        "ports={};externalTrafficPolicy={}",
+        ports.join(","),
+        sharing.backend
+    )
+}
+
+/// What the Service's own record ([`ALLOCATED_IPS`], [`ALLOCATED_SHARING_KEY`],
+/// [`ALLOCATED_SHARING_TERMS`]) says of the addresses `shown` in its status,
+/// for the request it makes now.
+///
+/// A record with a key but no terms was written before terms were kept; it
+/// vouches for the key alone.
 fn record(annotations: &BTreeMap<String, String>, req: &Request, shown: &[IpAddr]) -> Record {
     let Some(ips) = annotations.get(ALLOCATED_IPS) else {
         return Record::Unknown;
@@ -401,7 +422,13 @@ fn record(annotations: &BTreeMap<String, String>, req: &Request, shown: &[IpAddr
     let shown_set: BTreeSet<Option<IpAddr>> = shown.iter().copied().map(Some).collect();
     let key = annotations.get(ALLOCATED_SHARING_KEY).map(String::as_str);
     let wanted_key = req.sharing.as_ref().map(|s| s.key.as_str());
-    if recorded == shown_set && key == wanted_key {
+    let terms = annotations.get(ALLOCATED_SHARING_TERMS);
+    let terms_hold = match (&req.sharing, terms) {
+        (Some(sharing), Some(terms)) => *terms == sharing_terms(sharing),
+        (Some(_), None) => true,
+        (None, terms) => terms.is_none(),
+    };
+    if recorded == shown_set && key == wanted_key && terms_hold {
         Record::Current
     } else {
         Record::Stale
@@ -448,7 +475,12 @@ impl Provider for BareMetalProvider {
     }
 
     fn owned_annotations(&self) -> &'static [&'static str] {
-        &[ALLOCATED_FROM_POOL, ALLOCATED_IPS, ALLOCATED_SHARING_KEY]
+        &[
+            ALLOCATED_FROM_POOL,
+            ALLOCATED_IPS,
+            ALLOCATED_SHARING_KEY,
+            ALLOCATED_SHARING_TERMS,
+        ]
     }
 
     fn set_change_notifier(&self, notify: ChangeNotifier) {
@@ -581,6 +613,10 @@ impl Provider for BareMetalProvider {
                     ALLOCATED_SHARING_KEY.to_string(),
                     req.sharing.as_ref().map(|s| s.key.clone()),
                 ),
+                (
+                    ALLOCATED_SHARING_TERMS.to_string(),
+                    req.sharing.as_ref().map(sharing_terms),
+                ),
             ]),
         })
     }
@@ -663,5 +699,53 @@ mod tests {
             record(&BTreeMap::new(), &req(None), &[ip("10.0.0.1")]),
             Record::Unknown
         );
+    }
+
+    #[test]
+    fn the_record_names_the_terms_of_a_sharing() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let shown = [ip("10.0.0.1")];
+        let sharing = |ports: &[u16], backend: &str| {
+            let mut r = req(Some("k"));
+            let s = r.sharing.as_mut().unwrap();
+            s.ports = ports
+                .iter()
+                .map(|p| (ferrolb_provider_api::Protocol::Tcp, *p))
+                .collect();
+            s.ports.push((ferrolb_provider_api::Protocol::Udp, 53));
+            s.backend = backend.into();
+            r
+        };
+        let given = sharing(&[443, 80], "Cluster");
+        let terms = sharing_terms(given.sharing.as_ref().unwrap());
+        assert_eq!(
+            terms,
+            "ports=TCP/80,TCP/443,UDP/53;externalTrafficPolicy=Cluster"
+        );
+        let recorded = annotations(&[
+            (ALLOCATED_IPS, "10.0.0.1"),
+            (ALLOCATED_SHARING_KEY, "k"),
+            (ALLOCATED_SHARING_TERMS, terms.as_str()),
+        ]);
+        assert_eq!(record(&recorded, &given, &shown), Record::Current);
+        // The same ports in another order are the same terms.
+        assert_eq!(
+            record(&recorded, &sharing(&[80, 443], "Cluster"), &shown),
+            Record::Current
+        );
+        // A port or the policy changed after the address was given.
+        assert_eq!(
+            record(&recorded, &sharing(&[80, 8443], "Cluster"), &shown),
+            Record::Stale
+        );
+        assert_eq!(
+            record(&recorded, &sharing(&[443, 80], "Local"), &shown),
+            Record::Stale
+        );
+        // Terms without a sharing, e.g. the key was taken away.
+        assert_eq!(record(&recorded, &req(None), &shown), Record::Stale);
+        // A record from before terms were kept vouches for the key alone.
+        let keyed = annotations(&[(ALLOCATED_IPS, "10.0.0.1"), (ALLOCATED_SHARING_KEY, "k")]);
+        assert_eq!(record(&keyed, &given, &shown), Record::Current);
     }
 }

@@ -13,7 +13,8 @@ use kube::{Client, ResourceExt};
 
 use super::observe::{Seen, may_share, pool_of};
 use super::{
-    ALLOCATED_FROM, ALLOCATED_IPS, ALLOCATED_SHARING_KEY, Desired, Outcome, POOLS, Request, SHARED,
+    ALLOCATED_FROM, ALLOCATED_IPS, ALLOCATED_SHARING_KEY, ALLOCATED_SHARING_TERMS, Desired,
+    Outcome, POOLS, Request, SHARED,
 };
 use crate::common::{has_finalizer, ingress_ips};
 
@@ -76,18 +77,33 @@ pub async fn problems(client: &Client, ns: &str, outcome: &Outcome) -> Result<Ve
                 d.name
             ));
         }
-        // The record of the allocation says what the status shows.
+        // The record of the allocation says what the status shows, and the
+        // terms it is shared under (the churn's ports are all TCP, its
+        // policy Cluster).
         let recorded = (
             svc.annotations().get(ALLOCATED_IPS).cloned(),
             svc.annotations().get(ALLOCATED_SHARING_KEY).cloned(),
+            svc.annotations().get(ALLOCATED_SHARING_TERMS).cloned(),
         );
         let shown = (
             Some(addrs.join(",")),
             svc.annotations().get(SHARED).cloned(),
+            svc.annotations().get(SHARED).map(|_| {
+                let mut ports: Vec<i32> = svc
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.ports.iter().flatten())
+                    .map(|p| p.port)
+                    .collect();
+                ports.sort_unstable();
+                ports.dedup();
+                let ports: Vec<String> = ports.iter().map(|p| format!("TCP/{p}")).collect();
+                format!("ports={};externalTrafficPolicy=Cluster", ports.join(","))
+            }),
         );
         if recorded != shown {
             problems.push(format!(
-                "{} shows {shown:?} (addresses, sharing key) but its record says {recorded:?}",
+                "{} shows {shown:?} (addresses, sharing key, terms) but its record says {recorded:?}",
                 d.name
             ));
         }

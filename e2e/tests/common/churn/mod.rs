@@ -50,6 +50,7 @@ pub const SHARED: &str = "ferrolb.io/allow-shared-ip";
 pub const ALLOCATED_FROM: &str = "ferrolb.io/ip-allocated-from-pool";
 pub const ALLOCATED_IPS: &str = "ferrolb.io/allocated-ips";
 pub const ALLOCATED_SHARING_KEY: &str = "ferrolb.io/allocated-sharing-key";
+pub const ALLOCATED_SHARING_TERMS: &str = "ferrolb.io/allocated-sharing-terms";
 
 /// The churn's pools: two that assign automatically, one that serves only
 /// explicit requests, and one kept for a namespace the churn never uses.

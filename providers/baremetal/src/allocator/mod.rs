@@ -111,15 +111,16 @@ pub struct Allocation {
     pub pool: String,
 }
 
-/// What a Service's own record of its allocation, written before its
+/// What a Service's own record of its allocation, written with its
 /// status, says of the addresses the status shows (for restoring them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Record {
-    /// They were given to it under the sharing key it has now.
+    /// They were given to it under the sharing key and terms (ports,
+    /// traffic policy) it has now.
     Current,
     /// It was given other addresses since (its new status was not written
-    /// yet), or its sharing key changed after: the status no longer says
-    /// what it holds.
+    /// yet), or its sharing key or terms changed after: the status no longer
+    /// says what it holds.
     Stale,
     /// No record (a status written before records were kept).
     Unknown,

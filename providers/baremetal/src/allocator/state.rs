@@ -184,8 +184,8 @@ impl Allocator {
     ///
     /// Two Services can show one address and not be allowed to share it:
     /// one of them was moved (its request changed) and the leader died
-    /// before writing its new status, or its sharing key changed while no
-    /// leader ran. The one whose request the address still meets keeps it;
+    /// before writing its new status, or its sharing key, ports or traffic
+    /// policy changed while no leader ran. The one whose request the address still meets keeps it;
     /// the other gets new addresses. Each Service's [`Record`] tells which
     /// one changed: a Service whose record is [`Record::Stale`] goes after
     /// the others and does not count against them. Among the rest, those
