@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::args::{ControllerArgs, ProviderKind};
-use crate::cache::{Cache, list_all};
+use crate::cache::Cache;
 use crate::intent;
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::{self, Metrics};
@@ -195,6 +195,11 @@ async fn lead(
         provider.clone(),
         config.clone(),
     );
+    // The Service watch starts now, next to those of Nodes and
+    // EndpointSlices: its first list fills the store that restoring reads,
+    // and the controller reconciles from the same store, so a start lists
+    // Services once. Until the controller runs, what the watch sees waits
+    // in the trigger queue as references (the objects are in the store).
     let service_stream = watcher(services.clone(), watcher::Config::default())
         .default_backoff()
         .modify(strip_service)
@@ -204,6 +209,10 @@ async fn lead(
         // Our own status writes come back as watch events; they change
         // nothing a reconcile reads, so they trigger none.
         .predicate_filter(service_fingerprint, Default::default());
+    let _watching_services = AbortOnDrop(tokio::spawn(forward_services(
+        service_stream,
+        trigger_tx.clone(),
+    )));
 
     tokio::spawn(cache.clone().run_nodes(
         Api::<Node>::all(client.clone()),
@@ -214,7 +223,7 @@ async fn lead(
         Api::<EndpointSlice>::all(client.clone()),
         trigger_tx.clone(),
     ));
-    let setup = prepare(&services, &cache, &config, provider.as_ref());
+    let setup = prepare(&reader, &cache, &config, &provider);
     tokio::select! {
         r = setup => r?,
         _ = shutdown.wait_for(|v| *v) => {
@@ -267,7 +276,9 @@ async fn lead(
 
     metrics.set_ready(true);
     info!("controller ready");
-    let controller = Controller::for_stream(service_stream, reader)
+    // Every Service reaches the controller as a reference looked up in the
+    // store (see `forward_services`), so its own stream has nothing to say.
+    let controller = Controller::for_stream(futures::stream::pending(), reader)
         .with_config(controller::Config::default().concurrency(concurrency))
         .reconcile_on(trigger_rx)
         .graceful_shutdown_on(futures::FutureExt::map(stop_rx, |_| ()))
@@ -296,44 +307,89 @@ async fn lead(
 /// How long a stopping leader lets reconciles in flight finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
+/// Aborts the task when dropped: the Service watch ends with the leader's
+/// work, whichever way that ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Drives the Service watch (and so the store) and hands each Service it
+/// passes on to the controller as a reference.
+async fn forward_services(
+    stream: impl futures::Stream<Item = Result<Service, watcher::Error>>,
+    triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<Service>>,
+) {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(svc) => {
+                if triggers.unbounded_send(ObjectRef::from_obj(&svc)).is_err() {
+                    return;
+                }
+            }
+            // The watcher backs off and lists again by itself.
+            Err(e) => warn!(error = %e, "watching Services failed; retrying"),
+        }
+    }
+}
+
 /// Waits for the caches, then rebuilds the provider's state from what Services
 /// already show, before anything new is handed out, so a restart never moves
 /// an address.
 async fn prepare(
-    services: &Api<Service>,
+    services: &reflector::Store<Service>,
     cache: &Cache,
     config: &Config,
-    provider: &dyn Provider,
+    provider: &Arc<dyn Provider>,
 ) -> anyhow::Result<()> {
-    tokio::time::timeout(Duration::from_secs(120), cache.wait_synced())
-        .await
-        .context("listing Nodes and EndpointSlices took over 120s")?;
-    let owned: Vec<OwnedService> = list_all(services, |mut s| {
-        if !config.is_ours(&s) || !s.finalizers().iter().any(|f| f == FINALIZER) {
-            return None;
-        }
-        // A Service on its way out is not restored: the last leader may have
-        // released its addresses already (cleanup releases before it removes
-        // the finalizer) and handed them to another Service, which would then
-        // lose them here. Its cleanup runs as soon as the controller starts.
-        if s.metadata.deletion_timestamp.is_some() {
-            return None;
-        }
-        let ingress = published_ingress(&s);
-        strip_service(&mut s);
-        (!ingress.is_empty()).then(|| OwnedService {
-            intent: restore_intent(&s),
-            ingress,
+    let listed = async {
+        tokio::time::timeout(Duration::from_secs(120), services.wait_until_ready())
+            .await
+            .context("listing Services took over 120s")?
+            .context("listing Services")
+    };
+    let synced = async {
+        tokio::time::timeout(Duration::from_secs(120), cache.wait_synced())
+            .await
+            .context("listing Nodes and EndpointSlices took over 120s")
+    };
+    tokio::try_join!(listed, synced)?;
+    let owned: Vec<OwnedService> = services
+        .state()
+        .iter()
+        .filter_map(|s| {
+            if !config.is_ours(s) || !s.finalizers().iter().any(|f| f == FINALIZER) {
+                return None;
+            }
+            // A Service on its way out is not restored: the last leader may
+            // have released its addresses already (cleanup releases before
+            // it removes the finalizer) and handed them to another Service,
+            // which would then lose them here. Its cleanup runs as soon as
+            // the controller starts.
+            if s.metadata.deletion_timestamp.is_some() {
+                return None;
+            }
+            let ingress = published_ingress(s);
+            (!ingress.is_empty()).then(|| OwnedService {
+                intent: restore_intent(s),
+                ingress,
+            })
         })
-    })
-    .await
-    .context("listing Services")?;
+        .collect();
     info!(services = owned.len(), "restoring provider state");
     provider
         .restore(owned)
         .await
         .context("restoring provider state")?;
-
+    // A Service deleted after the store was read and before it was restored
+    // had its delete event come while the provider did not hold it yet.
+    if !provider.needs_finalizer_before_ensure() {
+        release_missing(provider, services);
+    }
     Ok(())
 }
 
@@ -410,14 +466,6 @@ fn service_event_hook(
     provider: Arc<dyn Provider>,
     config: Config,
 ) -> impl FnMut(&watcher::Event<Service>) {
-    let release = |provider: &Arc<dyn Provider>, key: ferrolb_provider_api::ServiceKey| {
-        let provider = provider.clone();
-        tokio::spawn(async move {
-            if let Err(e) = provider.delete(&key).await {
-                warn!(service = %key, error = %e, "releasing a deleted Service failed");
-            }
-        });
-    };
     move |event| match event {
         watcher::Event::Apply(svc) | watcher::Event::InitApply(svc) => recent.observe(svc),
         watcher::Event::Delete(svc) => {
@@ -426,20 +474,34 @@ fn service_event_hook(
                 && !reconcile::has_finalizer(svc)
                 && !provider.needs_finalizer_before_ensure()
             {
-                release(&provider, reconcile::service_key(svc));
+                release(provider.clone(), reconcile::service_key(svc));
             }
         }
         // The store holds the new list by now (the reflector runs first).
         watcher::Event::InitDone if !provider.needs_finalizer_before_ensure() => {
-            for key in provider.held() {
-                let r = ObjectRef::<Service>::new(&key.name).within(&key.namespace);
-                if store.get(&r).is_none() {
-                    info!(service = %key, "releasing a Service deleted while the watch was down");
-                    release(&provider, key);
-                }
-            }
+            release_missing(&provider, &store);
         }
         watcher::Event::Init | watcher::Event::InitDone => {}
+    }
+}
+
+/// Lets go of a deleted Service's addresses, in the background.
+fn release(provider: Arc<dyn Provider>, key: ferrolb_provider_api::ServiceKey) {
+    tokio::spawn(async move {
+        if let Err(e) = provider.delete(&key).await {
+            warn!(service = %key, error = %e, "releasing a deleted Service failed");
+        }
+    });
+}
+
+/// Lets go of what the provider holds for Services the store no longer has.
+fn release_missing(provider: &Arc<dyn Provider>, store: &reflector::Store<Service>) {
+    for key in provider.held() {
+        let r = ObjectRef::<Service>::new(&key.name).within(&key.namespace);
+        if store.get(&r).is_none() {
+            info!(service = %key, "releasing a Service deleted while the watch was down");
+            release(provider.clone(), key);
+        }
     }
 }
 

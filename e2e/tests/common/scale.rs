@@ -608,8 +608,16 @@ async fn started_over_services(
         .collect();
     let c = Convergence::of(ctl.started, &since_start, &addressed)?;
     let writes = writes_between(&before, &settled_writes(client).await?);
+    // Where the start-up time goes: until `/readyz` (the caches listed and
+    // the state restored), then until the first address.
+    let first = c.per_service.first().copied().unwrap_or_default();
     Ok(ConvergenceRow {
-        what: format!("ferrolb (defaults): started over {n} Services, start to last address"),
+        what: format!(
+            "ferrolb (defaults): started over {n} Services, start to last address \
+             (ready at {} ms, first address at {} ms)",
+            ctl.ready_after.as_millis(),
+            first.as_millis()
+        ),
         services: n,
         total: c.total,
         p50_p99: Some((c.percentile(50), c.percentile(99))),
