@@ -425,34 +425,16 @@ async fn killed_after_the_terms_of_a_sharing_changed() -> Result<()> {
         ("a-ports-overlap", "b-kept", "192.0.2.0"),
         ("c-went-local", "d-kept", "192.0.2.1"),
     ];
-    served_by_a_dead_controller(
-        &env,
-        pairs[0].0,
-        pairs[0].2,
-        shared(pairs[0].2, 81, false, 80),
-    )
-    .await?;
-    served_by_a_dead_controller(
-        &env,
-        pairs[0].1,
-        pairs[0].2,
-        shared(pairs[0].2, 81, false, 81),
-    )
-    .await?;
-    served_by_a_dead_controller(
-        &env,
-        pairs[1].0,
-        pairs[1].2,
-        shared(pairs[1].2, 82, true, 82),
-    )
-    .await?;
-    served_by_a_dead_controller(
-        &env,
-        pairs[1].1,
-        pairs[1].2,
-        shared(pairs[1].2, 83, false, 83),
-    )
-    .await?;
+    // (name, address, port now, Local now, port recorded)
+    let services = [
+        (pairs[0].0, pairs[0].2, 81, false, 80),
+        (pairs[0].1, pairs[0].2, 81, false, 81),
+        (pairs[1].0, pairs[1].2, 82, true, 82),
+        (pairs[1].1, pairs[1].2, 83, false, 83),
+    ];
+    for (name, ip, port, local, was_port) in services {
+        served_by_a_dead_controller(&env, name, ip, shared(ip, port, local, was_port)).await?;
+    }
 
     let ctl = env.controller(&[])?;
     let check = async {
