@@ -478,6 +478,76 @@ pub struct ConvergenceRow {
     pub p50_p99: Option<(Duration, Duration)>,
     /// Writes to the apiserver per Service, beyond the Service's own create.
     pub writes: BTreeMap<String, u64>,
+    /// CPU used over the timed span.
+    pub cpu: Cpu,
+}
+
+/// CPU time (user and system) used over a span: by kube-apiserver and etcd
+/// together, and by ferrolb where it ran.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu {
+    pub control_plane: Duration,
+    pub controller: Option<Duration>,
+}
+
+/// CPU time a process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses; the fields that
+    // follow it start with the state (field 3), so utime (14) and stime (15)
+    // are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("malformed /proc/<pid>/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks =
+        |i: usize| -> Result<u64> { Ok(fields.get(i).context("short /proc/<pid>/stat")?.parse()?) };
+    let hz = rustix::param::clock_ticks_per_second();
+    Ok(Duration::from_secs_f64(
+        (ticks(11)? + ticks(12)?) as f64 / hz as f64,
+    ))
+}
+
+/// Counts CPU time from its start: the control plane's and, when given, a
+/// controller's.
+struct CpuMeter {
+    pids: Vec<u32>,
+    controller: Option<u32>,
+    at_start: Vec<Duration>,
+    controller_at_start: Option<Duration>,
+}
+
+impl CpuMeter {
+    fn start(env: &super::Env, controller: Option<u32>) -> Result<CpuMeter> {
+        let pids: Vec<u32> = [env.cp.apiserver_pid(), env.cp.etcd_pid()]
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(CpuMeter {
+            at_start: pids.iter().map(|p| cpu_time(*p)).collect::<Result<_>>()?,
+            pids,
+            controller_at_start: controller.map(cpu_time).transpose()?,
+            controller,
+        })
+    }
+
+    fn read(&self) -> Result<Cpu> {
+        let mut control_plane = Duration::ZERO;
+        for (pid, at_start) in self.pids.iter().zip(&self.at_start) {
+            control_plane += cpu_time(*pid)?.saturating_sub(*at_start);
+        }
+        let controller = match (self.controller, self.controller_at_start) {
+            (Some(pid), Some(at_start)) => Some(cpu_time(pid)?.saturating_sub(at_start)),
+            _ => None,
+        };
+        Ok(Cpu {
+            control_plane,
+            controller,
+        })
+    }
 }
 
 /// Convergence of `n` Services created at once (`concurrency` creates in
@@ -515,12 +585,16 @@ pub async fn convergence(
     let ns = "base-patch";
     fixtures::create_namespace(client, ns).await?;
     let before = apiserver_writes(client).await?;
+    let meter = CpuMeter::start(env, None)?;
     let start = Instant::now();
     create_services(client, ns, UNSERVED_CLASS, n, concurrency).await?;
     let created = start.elapsed();
+    let creating = meter.read()?;
+    let meter = CpuMeter::start(env, None)?;
     let start = Instant::now();
     patch_statuses(client, ns, n, concurrency).await?;
     let patched = start.elapsed();
+    let patching = meter.read()?;
     let writes = writes_between(&before, &apiserver_writes(client).await?);
     rows.push(ConvergenceRow {
         what: format!("apiserver: {n} creates alone"),
@@ -528,6 +602,7 @@ pub async fn convergence(
         total: created,
         p50_p99: None,
         writes: BTreeMap::new(),
+        cpu: creating,
     });
     rows.push(ConvergenceRow {
         what: format!("apiserver: {n} status patches alone (baseline)"),
@@ -535,14 +610,22 @@ pub async fn convergence(
         total: patched,
         p50_p99: None,
         writes: without_creates(writes, n),
+        cpu: patching,
     });
     rows.push(started_over_services(env, n, concurrency, timeout).await?);
 
     let null_row = async |ns: &str, what: &str| -> Result<ConvergenceRow> {
         fixtures::create_namespace(client, ns).await?;
-        let row = run_converging(env, ns, UNSERVED_CLASS, n, concurrency, timeout, || {
-            null_controller(client, ns, n, concurrency)
-        })
+        let row = run_converging(
+            env,
+            ns,
+            UNSERVED_CLASS,
+            n,
+            concurrency,
+            timeout,
+            None,
+            || null_controller(client, ns, n, concurrency),
+        )
         .await?;
         Ok(ConvergenceRow {
             what: format!(
@@ -563,7 +646,8 @@ pub async fn convergence(
         };
         fixtures::create_namespace(client, &ns).await?;
         let ctl = Controller::start(env, &class, flags).await?;
-        let row = run_converging(env, &ns, &class, n, concurrency, timeout, || {
+        let pid = Some(ctl.process.pid());
+        let row = run_converging(env, &ns, &class, n, concurrency, timeout, pid, || {
             tokio::spawn(async { Ok(()) })
         })
         .await
@@ -594,6 +678,7 @@ async fn started_over_services(
     let addressed = watch_addressed(client, ns, n, timeout);
     // Let the watch start before the controller does.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let meter = CpuMeter::start(env, None)?;
     let ctl = Controller::start(env, class, &[]).await?;
     let addressed = addressed.await?.with_context(|| {
         format!(
@@ -601,6 +686,11 @@ async fn started_over_services(
             tail(&ctl.process.log())
         )
     })?;
+    // The controller's CPU counts from its start.
+    let cpu = Cpu {
+        controller: Some(cpu_time(ctl.process.pid())?),
+        ..meter.read()?
+    };
     // Each Service's time counts from the controller's start.
     let since_start: HashMap<String, Instant> = created
         .into_keys()
@@ -622,6 +712,7 @@ async fn started_over_services(
         total: c.total,
         p50_p99: Some((c.percentile(50), c.percentile(99))),
         writes,
+        cpu,
     })
 }
 
@@ -645,7 +736,9 @@ fn without_creates(mut writes: BTreeMap<String, u64>, n: usize) -> BTreeMap<Stri
 }
 
 /// Creates `n` Services of `class` in `ns` with whatever `converger` starts
-/// doing its job, and times until every one has an address.
+/// doing its job, and times until every one has an address; the CPU of the
+/// process `controller` counts when given.
+#[allow(clippy::too_many_arguments)]
 async fn run_converging(
     env: &super::Env,
     ns: &str,
@@ -653,6 +746,7 @@ async fn run_converging(
     n: usize,
     concurrency: usize,
     timeout: Duration,
+    controller: Option<u32>,
     converger: impl FnOnce() -> tokio::task::JoinHandle<Result<()>>,
 ) -> Result<ConvergenceRow> {
     let client = &env.client;
@@ -661,9 +755,11 @@ async fn run_converging(
     let converging = converger();
     // Let both watches start before the first create.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let meter = CpuMeter::start(env, controller)?;
     let start = Instant::now();
     let created = create_services(client, ns, class, n, concurrency).await?;
     let addressed = addressed.await??;
+    let cpu = meter.read()?;
     converging.await??;
     let c = Convergence::of(start, &created, &addressed)?;
     // Writes that trail the addresses (Events) are the controller's too.
@@ -674,6 +770,7 @@ async fn run_converging(
         total: c.total,
         p50_p99: Some((c.percentile(50), c.percentile(99))),
         writes,
+        cpu,
     })
 }
 
@@ -837,7 +934,7 @@ pub fn convergence_table(rows: &[ConvergenceRow]) -> String {
         Some(ta.mul_f64(1.0 - f) + tb.mul_f64(f))
     };
     let mut out = String::from(
-        "| what | Services | total | per Service p50 | p99 | × baseline | × null controller | writes per Service (besides the create) |\n|---|---|---|---|---|---|---|---|\n",
+        "| what | Services | total | per Service p50 | p99 | × baseline | × null controller | writes per Service (besides the create) | CPU: apiserver + etcd / ferrolb |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for (i, r) in rows.iter().enumerate() {
         let ratio = |b: Option<Duration>| {
@@ -853,8 +950,12 @@ pub fn convergence_table(rows: &[ConvergenceRow]) -> String {
             .iter()
             .map(|(k, v)| format!("{k} {:.2}", *v as f64 / r.services as f64))
             .collect();
+        let cpu = match r.cpu.controller {
+            Some(c) => format!("{} / {}", ms(r.cpu.control_plane), ms(c)),
+            None => ms(r.cpu.control_plane),
+        };
         out += &format!(
-            "| {} | {} | {} | {p50} | {p99} | {} | {} | {} |\n",
+            "| {} | {} | {} | {p50} | {p99} | {} | {} | {} | {cpu} |\n",
             r.what,
             r.services,
             ms(r.total),
@@ -929,6 +1030,7 @@ apiserver_request_total{code="409",component="apiserver",dry_run="",group="",res
             total: Duration::from_millis(ms),
             p50_p99: None,
             writes: BTreeMap::new(),
+            cpu: Cpu::default(),
         };
         let rows = [
             row("apiserver: creates alone", 500),
