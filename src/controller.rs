@@ -223,6 +223,7 @@ async fn lead(
         Api::<EndpointSlice>::all(client.clone()),
         trigger_tx.clone(),
     ));
+    provider.start();
     let setup = prepare(&reader, &cache, &config, &provider);
     tokio::select! {
         r = setup => r?,

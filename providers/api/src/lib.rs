@@ -115,6 +115,13 @@ pub trait Provider: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Starts what the provider watches of its own, once this replica leads:
+    /// the controller calls it before it lists Services, so the provider's
+    /// lists run next to the controller's rather than after them. It may be
+    /// called before `restore` or not at all; `restore` must start what it
+    /// needs itself. Default: nothing to start.
+    fn start(&self) {}
+
     /// Rebuild in-memory state from the Services this install already owns.
     /// Called once, after leadership is acquired and before any `ensure`.
     async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {

@@ -56,6 +56,11 @@ pub struct BareMetalProvider {
     reporter: Reporter,
     shared: Arc<Shared>,
     pools_synced: watch::Sender<bool>,
+    /// Set by the first [`Provider::start`].
+    started: std::sync::atomic::AtomicBool,
+    /// The pools as listed, for the status writer that `restore` starts;
+    /// there once the watches run.
+    pools_rx: Mutex<Option<watch::Receiver<Vec<PoolShown>>>>,
 }
 
 impl BareMetalProvider {
@@ -72,6 +77,8 @@ impl BareMetalProvider {
                 dirty: Notify::new(),
             }),
             pools_synced: watch::Sender::new(false),
+            started: Default::default(),
+            pools_rx: Mutex::default(),
         }
     }
 }
@@ -498,11 +505,15 @@ impl Provider for BareMetalProvider {
         lock(&self.shared.allocator).holding().cloned().collect()
     }
 
-    async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
-        let api: Api<IPPool> = Api::all(self.client.clone());
+    /// The watches of IPPools and of L2 and BGP advertisements.
+    fn start(&self) {
+        if self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let (pools_tx, pools_rx) = watch::channel(Vec::new());
+        *lock(&self.pools_rx) = Some(pools_rx);
         tokio::spawn(watch_pools(
-            api.clone(),
+            Api::all(self.client.clone()),
             self.shared.clone(),
             self.pools_synced.clone(),
             pools_tx,
@@ -517,6 +528,10 @@ impl Provider for BareMetalProvider {
             self.shared.clone(),
             |a| a.spec.ip_pools.clone(),
         ));
+    }
+
+    async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
+        self.start();
         let mut synced = self.pools_synced.subscribe();
         tokio::time::timeout(Duration::from_secs(120), synced.wait_for(|s| *s))
             .await
@@ -559,12 +574,14 @@ impl Provider for BareMetalProvider {
             }
         }
         info!(restored, "restored allocations");
-        tokio::spawn(write_pool_status(
-            api,
-            self.shared.clone(),
-            pools_rx,
-            self.reporter.clone(),
-        ));
+        if let Some(pools_rx) = lock(&self.pools_rx).take() {
+            tokio::spawn(write_pool_status(
+                Api::all(self.client.clone()),
+                self.shared.clone(),
+                pools_rx,
+                self.reporter.clone(),
+            ));
+        }
         self.shared.dirty.notify_one();
         Ok(())
     }
