@@ -6,9 +6,13 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use anyhow::Result;
 use common::Env;
 use common::scale::{convergence, convergence_table, steady_state, steady_table};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams};
 
 #[tokio::test]
 async fn services_created_at_once_converge_with_one_status_write_each() -> Result<()> {
@@ -35,7 +39,26 @@ async fn services_created_at_once_converge_with_one_status_write_each() -> Resul
             row.writes
         );
         assert_eq!(per("services"), 0, "{}: {:?}", row.what, row.writes);
-        assert_eq!(per("events"), n as u64, "{}: {:?}", row.what, row.writes);
+        // The apiserver writes Events of its own now and then (its
+        // ClusterIP repair loop racing the creates), and the count cannot
+        // tell whose they are: ferrolb's are counted below.
+        assert!(per("events") >= n as u64, "{}: {:?}", row.what, row.writes);
+    }
+    // One Event from ferrolb per Service, in each ferrolb row's namespace.
+    for ns in ["ferrolb-start", "ferrolb-0"] {
+        let events: Api<Event> = Api::namespaced(env.client.clone(), ns);
+        let ours: Vec<Event> = events
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| e.reporting_component.as_deref() == Some("ferrolb-controller"))
+            .collect();
+        let about: BTreeSet<_> = ours
+            .iter()
+            .filter_map(|e| e.involved_object.name.clone())
+            .collect();
+        assert_eq!((ours.len(), about.len()), (n, n), "{ns}: {ours:#?}");
     }
     Ok(())
 }

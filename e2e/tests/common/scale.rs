@@ -555,6 +555,9 @@ impl CpuMeter {
 /// apiserver's own cost, all on one apiserver:
 /// - creating `n` Services alone;
 /// - `n` status patches alone from a plain client (the baseline);
+/// - a plain client that lists and watches `n` Services created before it
+///   and patches each one's status: the same writes as the baseline, plus
+///   the list and the watch any controller needs;
 /// - ferrolb started over `n` Services created before it, timed from its
 ///   start to the last address: the same `n` status writes into Services
 ///   that are there already, so the row to hold against that baseline;
@@ -612,6 +615,7 @@ pub async fn convergence(
         writes: without_creates(writes, n),
         cpu: patching,
     });
+    rows.push(null_started_over(env, n, concurrency, timeout).await?);
     rows.push(started_over_services(env, n, concurrency, timeout).await?);
 
     let null_row = async |ns: &str, what: &str| -> Result<ConvergenceRow> {
@@ -662,6 +666,44 @@ pub async fn convergence(
     Ok(rows)
 }
 
+/// The least a controller started over `n` Services can do: a plain client
+/// that lists and watches them and patches each one's status, `concurrency`
+/// at a time, from the moment it starts (in this process: no start-up).
+/// The floor for the row after it.
+async fn null_started_over(
+    env: &super::Env,
+    n: usize,
+    concurrency: usize,
+    timeout: Duration,
+) -> Result<ConvergenceRow> {
+    let client = &env.client;
+    let ns = "base-null-start";
+    fixtures::create_namespace(client, ns).await?;
+    let created = create_services(client, ns, UNSERVED_CLASS, n, concurrency).await?;
+    let before = apiserver_writes(client).await?;
+    let addressed = watch_addressed(client, ns, n, timeout);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let meter = CpuMeter::start(env, None)?;
+    let start = Instant::now();
+    let patching = null_controller(client, ns, n, concurrency);
+    let addressed = addressed.await??;
+    let cpu = meter.read()?;
+    patching.await??;
+    let since_start: HashMap<String, Instant> =
+        created.into_keys().map(|name| (name, start)).collect();
+    let c = Convergence::of(start, &since_start, &addressed)?;
+    Ok(ConvergenceRow {
+        what: format!(
+            "plain client, list + watch + 1 status patch each: started over {n} Services"
+        ),
+        services: n,
+        total: c.total,
+        p50_p99: Some((c.percentile(50), c.percentile(99))),
+        writes: writes_between(&before, &apiserver_writes(client).await?),
+        cpu,
+    })
+}
+
 /// ferrolb with its defaults, started once `n` Services of its class are
 /// there: from the process's start to the last address.
 async fn started_over_services(
@@ -686,6 +728,17 @@ async fn started_over_services(
             tail(&ctl.process.log())
         )
     })?;
+    if std::env::var_os("FERROLB_BENCH_DEBUG_LOG").is_some() {
+        eprintln!(
+            "{}",
+            ctl.process
+                .log()
+                .lines()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
     // The controller's CPU counts from its start.
     let cpu = Cpu {
         controller: Some(cpu_time(ctl.process.pid())?),
