@@ -728,17 +728,6 @@ async fn started_over_services(
             tail(&ctl.process.log())
         )
     })?;
-    if std::env::var_os("FERROLB_BENCH_DEBUG_LOG").is_some() {
-        eprintln!(
-            "{}",
-            ctl.process
-                .log()
-                .lines()
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
     // The controller's CPU counts from its start.
     let cpu = Cpu {
         controller: Some(cpu_time(ctl.process.pid())?),
