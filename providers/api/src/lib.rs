@@ -115,6 +115,14 @@ pub trait Provider: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether `ensure` reads the intent's `targets` and `endpoints`. A
+    /// provider that answers false gets intents without them: with
+    /// thousands of Services and hundreds of Nodes, building each target
+    /// list is most of a reconcile that changes nothing. Default: true.
+    fn reads_targets(&self) -> bool {
+        true
+    }
+
     /// Starts what the provider watches of its own, once this replica leads:
     /// the controller calls it before it lists Services, so the provider's
     /// lists run next to the controller's rather than after them. It may be

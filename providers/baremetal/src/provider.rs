@@ -505,6 +505,12 @@ impl Provider for BareMetalProvider {
         lock(&self.shared.allocator).holding().cloned().collect()
     }
 
+    /// An address comes from a pool whatever the nodes and endpoints; the
+    /// speakers watch those for themselves.
+    fn reads_targets(&self) -> bool {
+        false
+    }
+
     /// The watches of IPPools and of L2 and BGP advertisements.
     fn start(&self) {
         if self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
