@@ -435,10 +435,10 @@ fn record(annotations: &BTreeMap<String, String>, req: &Request, shown: &[IpAddr
         (Some(_), None) => true,
         (None, terms) => terms.is_none(),
     };
-    if recorded == shown_set && key == wanted_key && terms_hold {
-        Record::Current
-    } else {
-        Record::Stale
+    match (recorded == shown_set && key == wanted_key, terms_hold) {
+        (true, true) => Record::Current,
+        (true, false) => Record::TermsChanged,
+        (false, _) => Record::Stale,
     }
 }
 
@@ -759,11 +759,11 @@ mod tests {
         // A port or the policy changed after the address was given.
         assert_eq!(
             record(&recorded, &sharing(&[80, 8443], "Cluster"), &shown),
-            Record::Stale
+            Record::TermsChanged
         );
         assert_eq!(
             record(&recorded, &sharing(&[443, 80], "Local"), &shown),
-            Record::Stale
+            Record::TermsChanged
         );
         // Terms without a sharing, e.g. the key was taken away.
         assert_eq!(record(&recorded, &req(None), &shown), Record::Stale);

@@ -118,9 +118,14 @@ pub enum Record {
     /// They were given to it under the sharing key and terms (ports,
     /// traffic policy) it has now.
     Current,
+    /// They were given to it under the sharing key it has now, but its
+    /// ports or traffic policy changed after. It still counts for its key;
+    /// where the new terms clash with a Service that did not change, that
+    /// one keeps the address.
+    TermsChanged,
     /// It was given other addresses since (its new status was not written
-    /// yet), or its sharing key or terms changed after: the status no longer
-    /// says what it holds.
+    /// yet), or its sharing key changed after: the status no longer says
+    /// what it holds.
     Stale,
     /// No record (a status written before records were kept).
     Unknown,

@@ -185,14 +185,17 @@ impl Allocator {
     /// Two Services can show one address and not be allowed to share it:
     /// one of them was moved (its request changed) and the leader died
     /// before writing its new status, or its sharing key, ports or traffic
-    /// policy changed while no leader ran. The one whose request the address still meets keeps it;
-    /// the other gets new addresses. Each Service's [`Record`] tells which
-    /// one changed: a Service whose record is [`Record::Stale`] goes after
-    /// the others and does not count against them. Among the rest, those
-    /// that show an address and ask for nothing that rules it out, the
-    /// largest group under one sharing key counts as meeting it (a Service
-    /// without a key counts only when it is alone). Records missing (a
-    /// status written before they were kept), two groups of one size tie,
+    /// policy changed while no leader ran. The one whose request the
+    /// address still meets keeps it; the other gets new addresses. Each
+    /// Service's [`Record`] tells which one changed: a Service whose record
+    /// is [`Record::Stale`] goes after the others and does not count against
+    /// them. Among the rest, those that show an address and ask for nothing
+    /// that rules it out, the largest group under one sharing key counts as
+    /// meeting it (a Service without a key counts only when it is alone).
+    /// Within that group, the Services whose terms changed
+    /// ([`Record::TermsChanged`]) come after the others, so that where the
+    /// new terms clash, the Service that changed gives way. Records missing
+    /// (a status written before they were kept), two groups of one size tie,
     /// and list order decides.
     pub fn restore_all(
         &mut self,
@@ -229,18 +232,23 @@ impl Allocator {
                 }
             })
         };
-        let order: Vec<bool> = services
+        // 0: meets it, unchanged; 1: meets it, its terms changed; 2: the rest.
+        let tier: Vec<u8> = services
             .iter()
             .zip(&wanted)
-            .map(|((req, addrs, _), wanted)| *wanted && meets(req, addrs))
+            .map(
+                |((req, addrs, record), wanted)| match *wanted && meets(req, addrs) {
+                    false => 2,
+                    true if *record == Record::TermsChanged => 1,
+                    true => 0,
+                },
+            )
             .collect();
-        let (first, then): (Vec<_>, Vec<_>) = services
+        let mut ordered: Vec<_> = services.into_iter().zip(tier).collect();
+        // Stable: list order within a tier.
+        ordered.sort_by_key(|(_, tier)| *tier);
+        ordered
             .into_iter()
-            .zip(order)
-            .partition(|(_, first)| *first);
-        first
-            .into_iter()
-            .chain(then)
             .map(|((req, addrs, _), _)| {
                 let result = self.restore(&req, &addrs);
                 (req.service, result)

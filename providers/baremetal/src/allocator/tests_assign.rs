@@ -663,3 +663,54 @@ fn denial_and_error_texts() {
     r.families.clear();
     assert_eq!(Allocator::new().assign(&r), Err(AllocError::NoIpFamilies));
 }
+
+#[test]
+fn a_changed_port_counts_for_its_key_and_gives_way_on_a_clash() {
+    let pools = || vec![pool("p", &["10.0.0.0/29"])];
+    let shows = || vec![ip("10.0.0.4")];
+    let failed = |results: &[(
+        ferrolb_provider_api::ServiceKey,
+        Result<super::Allocation, AllocError>,
+    )]|
+     -> Vec<String> {
+        results
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(k, _)| k.name.clone())
+            .collect()
+    };
+
+    // `a-ported` changed its port under key k; `b-switched` left k for j.
+    // Both records disagree with the request, but only the key change ends
+    // a sharing: `a-ported` keeps the address whatever the list order.
+    let mut ported = req("ns", "a-ported");
+    ported.sharing = Some(sharing("k", &[tcp(82)], "Cluster"));
+    let mut switched = req("ns", "b-switched");
+    switched.sharing = Some(sharing("j", &[tcp(81)], "Cluster"));
+    for order in [[0, 1], [1, 0]] {
+        let mut a = allocator(pools());
+        let both = [
+            (ported.clone(), shows(), Record::TermsChanged),
+            (switched.clone(), shows(), Record::Stale),
+        ];
+        let results = a.restore_all(order.iter().map(|&i| both[i].clone()).collect());
+        assert_eq!(failed(&results), ["b-switched"], "order {order:?}");
+        assert_eq!(a.holders(&ip("10.0.0.4")), vec![key("ns", "a-ported")]);
+    }
+
+    // `c-clashing`'s new port is `d-kept`'s: the one that changed moves.
+    let mut clashing = req("ns", "c-clashing");
+    clashing.sharing = Some(sharing("k", &[tcp(80)], "Cluster"));
+    let mut kept = req("ns", "d-kept");
+    kept.sharing = Some(sharing("k", &[tcp(80)], "Cluster"));
+    for order in [[0, 1], [1, 0]] {
+        let mut a = allocator(pools());
+        let both = [
+            (clashing.clone(), shows(), Record::TermsChanged),
+            (kept.clone(), shows(), Record::Current),
+        ];
+        let results = a.restore_all(order.iter().map(|&i| both[i].clone()).collect());
+        assert_eq!(failed(&results), ["c-clashing"], "order {order:?}");
+        assert_eq!(a.holders(&ip("10.0.0.4")), vec![key("ns", "d-kept")]);
+    }
+}
