@@ -84,6 +84,12 @@ impl Cache {
         out
     }
 
+    /// Marks the cache as synced without watching anything: for a provider
+    /// that reads no targets, it stays empty.
+    pub fn unwatched(&self) {
+        self.synced.send_replace((true, true));
+    }
+
     /// Resolves once both Nodes and EndpointSlices have been listed.
     pub async fn wait_synced(&self) {
         let mut rx = self.synced.subscribe();

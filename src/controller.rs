@@ -214,15 +214,20 @@ async fn lead(
         trigger_tx.clone(),
     )));
 
-    tokio::spawn(cache.clone().run_nodes(
-        Api::<Node>::all(client.clone()),
-        reader.clone(),
-        trigger_tx.clone(),
-    ));
-    tokio::spawn(cache.clone().run_slices(
-        Api::<EndpointSlice>::all(client.clone()),
-        trigger_tx.clone(),
-    ));
+    if provider.reads_targets() {
+        tokio::spawn(cache.clone().run_nodes(
+            Api::<Node>::all(client.clone()),
+            reader.clone(),
+            trigger_tx.clone(),
+        ));
+        tokio::spawn(cache.clone().run_slices(
+            Api::<EndpointSlice>::all(client.clone()),
+            trigger_tx.clone(),
+        ));
+    } else {
+        // Nothing a reconcile reads comes from them.
+        cache.unwatched();
+    }
     provider.start();
     let setup = prepare(&reader, &cache, &config, &provider);
     tokio::select! {

@@ -269,17 +269,15 @@ const ENSURING_EVENT_AFTER: Duration = Duration::from_secs(1);
 
 async fn ensure(svc: &Service, ctx: &Context) -> Result<Action, Error> {
     let key = service_key(svc);
-    let intent = if ctx.provider.reads_targets() {
-        let endpoints = ctx.cache.endpoints(&key.namespace, &key.name);
-        ctx.cache
-            .with_nodes(|nodes| intent::build(svc, nodes, &endpoints))
-    } else {
-        intent::build(svc, std::iter::empty(), &[])
-    }
-    .map_err(|source| Error::Intent {
-        source,
-        service: key.clone(),
-    })?;
+    // Empty for a provider that reads no targets (nothing fills the cache).
+    let endpoints = ctx.cache.endpoints(&key.namespace, &key.name);
+    let intent = ctx
+        .cache
+        .with_nodes(|nodes| intent::build(svc, nodes, &endpoints))
+        .map_err(|source| Error::Intent {
+            source,
+            service: key.clone(),
+        })?;
 
     // Every version we write on top of is stale once we have written.
     let mut stale: Vec<String> = svc.resource_version().into_iter().collect();

@@ -1,5 +1,7 @@
 //! Node and EndpointSlice changes reach exactly the Services whose targets
-//! they change, and nothing else.
+//! they change, and nothing else. Run with the AWS provider against moto:
+//! it is the provider that reads targets (the bare-metal one reads none, so
+//! its intents are built without them).
 
 mod common;
 
@@ -8,9 +10,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{Env, WithLog};
+use common::{Env, WithLog, free_port};
+use ferrolb_e2e::moto::Moto;
 use ferrolb_e2e::{EndpointSpec, FerrolbProcess, fixtures, wait_for};
 use kube::api::{Api, Patch, PatchParams};
+
+const CLUSTER: &str = "e2e";
 
 /// How often each Service was reconciled in the log from byte `from` on.
 fn reconciles_since(ctl: &FerrolbProcess, from: usize) -> BTreeMap<String, usize> {
@@ -69,19 +74,35 @@ async fn expect_reconciled(
 #[tokio::test(flavor = "multi_thread")]
 async fn node_and_endpoint_changes_reconcile_only_affected_services() -> Result<()> {
     let env = Env::start().await?;
+    let moto = Moto::start().await?;
+    let zone = "us-east-1a";
+    let seed = moto.seed(CLUSTER, &[zone]).await?;
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-    fixtures::create_node(&env.client, "n1", &[ip("10.0.0.1")], None, &[], true).await?;
-    fixtures::create_node(&env.client, "n2", &[ip("10.0.0.2")], None, &[], true).await?;
-    fixtures::create_node(&env.client, "n3", &[ip("10.0.0.3")], None, &[], false).await?;
-    env.create_pool("default", &["192.0.2.0/28"], |_| {})
+    // n1 and n2 Ready, n3 not yet; each backed by a moto instance.
+    for (name, ready) in [("n1", true), ("n2", true), ("n3", false)] {
+        let instance = moto.run_instance(&seed, zone).await?;
+        fixtures::create_node(
+            &env.client,
+            name,
+            &[instance.private_ip],
+            Some(&instance.provider_id),
+            &[("topology.kubernetes.io/zone", zone)],
+            ready,
+        )
         .await?;
-    let ctl = env.controller(&[])?;
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    let ctl = FerrolbProcess::spawn_aws_controller(&env.cp, &moto.env(), CLUSTER, &addr, &[])?;
+    let aws_class = |s: &mut k8s_openapi::api::core::v1::Service| {
+        s.spec.as_mut().unwrap().load_balancer_class = Some("ferrolb.io/aws".into());
+    };
     let check = async {
         for name in ["c1", "c2"] {
-            env.create_service(name, |_| {}).await?;
+            env.create_service(name, aws_class).await?;
         }
         for (name, node) in [("l1", "n1"), ("l2", "n2")] {
             env.create_service(name, |s| {
+                aws_class(s);
                 s.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
             })
             .await?;
@@ -101,7 +122,7 @@ async fn node_and_endpoint_changes_reconcile_only_affected_services() -> Result<
             .await?;
         }
         for name in ["c1", "c2", "l1", "l2"] {
-            env.wait_ingress(name, 1).await?;
+            common::wait_hostname(&env.services(), name).await?;
         }
         let mark = quiet(&ctl).await?;
 
@@ -146,6 +167,31 @@ async fn node_and_endpoint_changes_reconcile_only_affected_services() -> Result<
         )
         .await?;
         expect_reconciled(&ctl, mark, &["l1"], "a new endpoint of l1").await?;
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
+
+/// The bare-metal provider reads no targets, so its controller does not
+/// watch Nodes: a Node coming, turning Ready and going reconciles nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn bare_metal_services_ignore_nodes() -> Result<()> {
+    let env = Env::start().await?;
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    env.create_pool("default", &["192.0.2.0/28"], |_| {})
+        .await?;
+    let ctl = env.controller(&[])?;
+    let check = async {
+        env.create_service("c1", |_| {}).await?;
+        env.wait_ingress("c1", 1).await?;
+        let mark = quiet(&ctl).await?;
+        fixtures::create_node(&env.client, "n1", &[ip("10.0.0.1")], None, &[], false).await?;
+        fixtures::set_node_ready(&env.client, "n1", true).await?;
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(env.client.clone());
+        nodes.delete("n1", &Default::default()).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let calm = reconciles_since(&ctl, mark);
+        anyhow::ensure!(calm.is_empty(), "Node changes reconciled {calm:?}");
         Ok(())
     };
     check.await.with_log(&ctl)

@@ -116,9 +116,11 @@ pub trait Provider: Send + Sync + 'static {
     }
 
     /// Whether `ensure` reads the intent's `targets` and `endpoints`. A
-    /// provider that answers false gets intents without them: with
-    /// thousands of Services and hundreds of Nodes, building each target
-    /// list is most of a reconcile that changes nothing. Default: true.
+    /// provider that answers false gets intents without them, and the
+    /// controller then neither watches Nodes and EndpointSlices nor
+    /// reconciles on their changes: with thousands of Services and
+    /// hundreds of Nodes, those lists and target sets are most of what a
+    /// start and a reconcile that changes nothing cost. Default: true.
     fn reads_targets(&self) -> bool {
         true
     }
