@@ -196,7 +196,8 @@ async fn lead(
         config.clone(),
     );
     // The Service watch starts now, next to those of Nodes and
-    // EndpointSlices: its first list fills the store that restoring reads,
+    // EndpointSlices (for a provider that reads targets) and the provider's
+    // own: its first list fills the store that restoring reads,
     // and the controller reconciles from the same store, so a start lists
     // Services once. Until the controller runs, what the watch sees waits
     // in the trigger queue as references (the objects are in the store).
