@@ -666,6 +666,43 @@ pub async fn convergence(
     Ok(rows)
 }
 
+/// What the started-over rows begin with: `n` Services of `class` in a new
+/// namespace, made before anything serves them, and a watch of their
+/// addresses.
+struct Waiting {
+    names: Vec<String>,
+    /// The apiserver's write counts once the Services were made.
+    before: BTreeMap<String, u64>,
+    addressed: tokio::task::JoinHandle<Result<HashMap<String, Instant>>>,
+}
+
+async fn services_waiting(
+    env: &super::Env,
+    ns: &str,
+    class: &str,
+    n: usize,
+    concurrency: usize,
+    timeout: Duration,
+) -> Result<Waiting> {
+    let client = &env.client;
+    fixtures::create_namespace(client, ns).await?;
+    let created = create_services(client, ns, class, n, concurrency).await?;
+    let before = apiserver_writes(client).await?;
+    let addressed = watch_addressed(client, ns, n, timeout);
+    // Let the watch start before whatever serves the Services does.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(Waiting {
+        names: created.into_keys().collect(),
+        before,
+        addressed,
+    })
+}
+
+/// Every Service as if made at `start`: each one's time counts from there.
+fn all_made_at(names: &[String], start: Instant) -> HashMap<String, Instant> {
+    names.iter().map(|n| (n.clone(), start)).collect()
+}
+
 /// The least a controller started over `n` Services can do: a plain client
 /// that lists and watches them and patches each one's status, `concurrency`
 /// at a time, from the moment it starts (in this process: no start-up).
@@ -678,20 +715,18 @@ async fn null_started_over(
 ) -> Result<ConvergenceRow> {
     let client = &env.client;
     let ns = "base-null-start";
-    fixtures::create_namespace(client, ns).await?;
-    let created = create_services(client, ns, UNSERVED_CLASS, n, concurrency).await?;
-    let before = apiserver_writes(client).await?;
-    let addressed = watch_addressed(client, ns, n, timeout);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let Waiting {
+        names,
+        before,
+        addressed,
+    } = services_waiting(env, ns, UNSERVED_CLASS, n, concurrency, timeout).await?;
     let meter = CpuMeter::start(env, None)?;
     let start = Instant::now();
     let patching = null_controller(client, ns, n, concurrency);
     let addressed = addressed.await??;
     let cpu = meter.read()?;
     patching.await??;
-    let since_start: HashMap<String, Instant> =
-        created.into_keys().map(|name| (name, start)).collect();
-    let c = Convergence::of(start, &since_start, &addressed)?;
+    let c = Convergence::of(start, &all_made_at(&names, start), &addressed)?;
     Ok(ConvergenceRow {
         what: format!(
             "plain client, list + watch + 1 status patch each: started over {n} Services"
@@ -714,12 +749,11 @@ async fn started_over_services(
 ) -> Result<ConvergenceRow> {
     let client = &env.client;
     let (ns, class) = ("ferrolb-start", "bench.ferrolb.io/start");
-    fixtures::create_namespace(client, ns).await?;
-    let created = create_services(client, ns, class, n, concurrency).await?;
-    let before = apiserver_writes(client).await?;
-    let addressed = watch_addressed(client, ns, n, timeout);
-    // Let the watch start before the controller does.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let Waiting {
+        names,
+        before,
+        addressed,
+    } = services_waiting(env, ns, class, n, concurrency, timeout).await?;
     let meter = CpuMeter::start(env, None)?;
     let ctl = Controller::start(env, class, &[]).await?;
     let addressed = addressed.await?.with_context(|| {
@@ -734,11 +768,7 @@ async fn started_over_services(
         ..meter.read()?
     };
     // Each Service's time counts from the controller's start.
-    let since_start: HashMap<String, Instant> = created
-        .into_keys()
-        .map(|name| (name, ctl.started))
-        .collect();
-    let c = Convergence::of(ctl.started, &since_start, &addressed)?;
+    let c = Convergence::of(ctl.started, &all_made_at(&names, ctl.started), &addressed)?;
     let writes = writes_between(&before, &settled_writes(client).await?);
     // Where the start-up time goes: until `/readyz` (the caches listed and
     // the state restored), then until the first address.
