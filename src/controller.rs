@@ -205,11 +205,7 @@ async fn lead(
         .default_backoff()
         .modify(strip_service)
         .reflect(writer)
-        .inspect_ok(on_event)
-        .touched_objects()
-        // Our own status writes come back as watch events; they change
-        // nothing a reconcile reads, so they trigger none.
-        .predicate_filter(service_fingerprint, Default::default());
+        .inspect_ok(on_event);
     let _watching_services = AbortOnDrop(tokio::spawn(forward_services(
         service_stream,
         trigger_tx.clone(),
@@ -324,22 +320,94 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Drives the Service watch (and so the store) and hands each Service it
-/// passes on to the controller as a reference.
+/// Drives the Service watch (and so the store) and hands the Services it
+/// passes on to the controller as references (see [`Forwarder`]).
 async fn forward_services(
-    stream: impl futures::Stream<Item = Result<Service, watcher::Error>>,
+    events: impl futures::Stream<Item = Result<watcher::Event<Service>, watcher::Error>>,
     triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<Service>>,
 ) {
-    let mut stream = std::pin::pin!(stream);
-    while let Some(item) = stream.next().await {
+    let mut events = std::pin::pin!(events);
+    let mut forwarder = Forwarder::default();
+    while let Some(item) = events.next().await {
         match item {
-            Ok(svc) => {
-                if triggers.unbounded_send(ObjectRef::from_obj(&svc)).is_err() {
-                    return;
+            Ok(event) => {
+                for r in forwarder.event(&event) {
+                    if triggers.unbounded_send(r).is_err() {
+                        return;
+                    }
                 }
             }
             // The watcher backs off and lists again by itself.
             Err(e) => warn!(error = %e, "watching Services failed; retrying"),
+        }
+    }
+}
+
+/// Decides which Service events call for a reconcile.
+///
+/// - Our own status writes come back as watch events; they change nothing a
+///   reconcile reads ([`service_fingerprint`]), so they call for none.
+/// - A reference is looked up in the store when its reconcile runs. While
+///   the watch lists again (after a break or an apiserver restart) the store
+///   still holds the old list, until the new one is complete. So what the
+///   new list brings waits here and goes out once the store holds it:
+///   otherwise a Service deleted while the watch was down would be
+///   reconciled from its old copy, as if alive, and never again.
+/// - A delete calls for no reconcile: there is no object left to reconcile
+///   (the event hook lets go of what needs letting go).
+#[derive(Default)]
+struct Forwarder {
+    /// The fingerprint each Service last passed on with.
+    seen: std::collections::HashMap<ObjectRef<Service>, u64>,
+    /// While a list is under way: what it found, and what waits for its end.
+    listing: Option<Listing>,
+}
+
+#[derive(Default)]
+struct Listing {
+    seen: std::collections::HashMap<ObjectRef<Service>, u64>,
+    waiting: Vec<ObjectRef<Service>>,
+}
+
+impl Forwarder {
+    fn event(&mut self, event: &watcher::Event<Service>) -> Vec<ObjectRef<Service>> {
+        match event {
+            watcher::Event::Init => {
+                self.listing = Some(Listing::default());
+                Vec::new()
+            }
+            watcher::Event::InitApply(svc) => {
+                let r = ObjectRef::from_obj(svc);
+                let print = service_fingerprint(svc);
+                let changed = print.is_none() || self.seen.get(&r) != print.as_ref();
+                let listing = self.listing.get_or_insert_with(Listing::default);
+                if let Some(print) = print {
+                    listing.seen.insert(r.clone(), print);
+                }
+                if changed {
+                    listing.waiting.push(r);
+                }
+                Vec::new()
+            }
+            watcher::Event::InitDone => match self.listing.take() {
+                // What the old list had and the new one lacks is gone.
+                Some(listing) => {
+                    self.seen = listing.seen;
+                    listing.waiting
+                }
+                None => Vec::new(),
+            },
+            watcher::Event::Apply(svc) => {
+                let r = ObjectRef::from_obj(svc);
+                match service_fingerprint(svc) {
+                    Some(print) if self.seen.insert(r.clone(), print) == Some(print) => Vec::new(),
+                    _ => vec![r],
+                }
+            }
+            watcher::Event::Delete(svc) => {
+                self.seen.remove(&ObjectRef::from_obj(svc));
+                Vec::new()
+            }
         }
     }
 }
@@ -603,6 +671,69 @@ mod tests {
         );
         assert!(svc.metadata.managed_fields.is_none());
         assert!(svc.status.unwrap().conditions.is_none());
+    }
+
+    fn named(name: &str) -> Service {
+        let mut svc = Service {
+            spec: Some(ServiceSpec {
+                type_: Some("LoadBalancer".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        svc.metadata.name = Some(name.into());
+        svc.metadata.namespace = Some("default".into());
+        svc
+    }
+
+    fn names(refs: Vec<ObjectRef<Service>>) -> Vec<String> {
+        refs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn a_new_list_goes_out_once_the_store_holds_it() {
+        use watcher::Event::*;
+        let mut f = Forwarder::default();
+        let (a, b) = (named("a"), named("b"));
+        assert!(f.event(&Init).is_empty());
+        assert!(f.event(&InitApply(a.clone())).is_empty());
+        assert!(f.event(&InitApply(b.clone())).is_empty());
+        assert_eq!(names(f.event(&InitDone)), ["a", "b"]);
+
+        // The watch breaks; meanwhile a is deleted (it keeps our finalizer)
+        // and b does not change. The new list holds back a's reference until
+        // the store has the deleted copy.
+        let mut deleted = a.clone();
+        deleted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-12-03T00:00:00Z".parse().unwrap(),
+            ));
+        assert!(f.event(&Init).is_empty());
+        assert!(f.event(&InitApply(deleted.clone())).is_empty());
+        assert!(f.event(&InitApply(b.clone())).is_empty());
+        assert_eq!(names(f.event(&InitDone)), ["a"]);
+
+        // Once listed, the same copy again calls for nothing; a change does.
+        assert!(f.event(&Apply(deleted)).is_empty());
+        let mut changed = b.clone();
+        changed.metadata.labels = Some([("k".to_string(), "v".to_string())].into());
+        assert_eq!(names(f.event(&Apply(changed.clone()))), ["b"]);
+        assert!(f.event(&Apply(changed)).is_empty());
+    }
+
+    #[test]
+    fn deletes_call_for_nothing_and_a_recreated_service_counts_as_new() {
+        use watcher::Event::*;
+        let mut f = Forwarder::default();
+        let a = named("a");
+        assert_eq!(names(f.event(&Apply(a.clone()))), ["a"]);
+        assert!(f.event(&Delete(a.clone())).is_empty());
+        assert_eq!(names(f.event(&Apply(a.clone()))), ["a"]);
+
+        // What a new list lacks is forgotten.
+        f.event(&Init);
+        f.event(&InitDone);
+        assert_eq!(names(f.event(&Apply(a))), ["a"]);
     }
 
     #[test]

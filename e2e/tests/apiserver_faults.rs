@@ -377,3 +377,70 @@ async fn a_service_deleted_while_the_watch_was_down_is_released() -> Result<()> 
     };
     check.await.with_log(&ctl)
 }
+
+/// Headless Services that make the controller's Service list take more than
+/// one page (the watcher asks for 500 at a time).
+const FILLERS: usize = 600;
+
+/// A Service of ours, with its finalizer, deleted while the controller could
+/// not reach the apiserver, across an apiserver restart: the watch lists
+/// again, and the Service (still there, marked deleted) comes in the first
+/// page. The store holds the old list until the last page is in, so a
+/// reconcile the first page set off would read the old, live copy, do
+/// nothing, and never run again. The controller cleans it up all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_deleted_while_the_watch_was_down_is_cleaned_up_from_the_new_list() -> Result<()>
+{
+    let mut env = Env::start().await?;
+    env.create_pool("default", &["192.0.2.0/30"], |_| {})
+        .await?;
+    let proxy = CuttingProxy::start(apiserver_addr(&env.cp)?).await?;
+    let mut ctl = proxied_controller(&env, &proxy)?;
+    wait_ready(&ctl).await?;
+
+    let check = async {
+        // Named to sort before the fillers, so it comes in the first page.
+        env.create_service("a-doomed", |_| {}).await?;
+        assert_eq!(env.wait_ingress("a-doomed", 1).await?, ["192.0.2.0"]);
+        let api = env.services();
+        let headless = |i: usize| -> Result<k8s_openapi::api::core::v1::Service> {
+            Ok(serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("filler-{i:04}")},
+                "spec": {"clusterIP": "None", "ports": [{"port": 80}]},
+            }))?)
+        };
+        common::scale::for_each_concurrent(FILLERS, 16, |i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &headless(i)?).await?;
+                Ok(())
+            }
+        })
+        .await?;
+
+        proxy.block();
+        api.delete("a-doomed", &DeleteParams::default()).await?;
+        ensure!(
+            api.get("a-doomed")
+                .await?
+                .metadata
+                .deletion_timestamp
+                .is_some(),
+            "a-doomed should wait for our finalizer"
+        );
+        env.cp.restart_apiserver().await?;
+        proxy.reopen();
+
+        wait_for(
+            "a-doomed to be cleaned up",
+            Duration::from_secs(60),
+            || async { Ok(api.get_opt("a-doomed").await?.is_none().then_some(())) },
+        )
+        .await?;
+        env.create_service("next", |_| {}).await?;
+        assert_eq!(env.wait_ingress("next", 1).await?, ["192.0.2.0"]);
+        ensure!(ctl.try_wait()?.is_none(), "the controller exited");
+        Ok(())
+    };
+    check.await.with_log(&ctl)
+}
