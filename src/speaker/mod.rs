@@ -223,7 +223,10 @@ pub async fn run(args: SpeakerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A watched, cached kind; every change wakes `changed`.
+/// A watched, cached kind; every change wakes `changed`. While the watch
+/// lists again the store keeps the old list, so a new list wakes `changed`
+/// once it is complete, not for each object in it: woken earlier, the
+/// speaker would act on the old list and hear nothing more.
 fn reflect<K>(api: Api<K>, changed: &Arc<Notify>, strip: fn(&mut K)) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -234,13 +237,13 @@ where
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(strip)
-        .reflect(writer)
-        .touched_objects();
+        .reflect(writer);
     let changed = changed.clone();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(ev) = stream.next().await {
             match ev {
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                 Ok(_) => changed.notify_one(),
                 Err(e) => warn!(%kind, error = %e, "watch failed; retrying"),
             }
