@@ -241,6 +241,15 @@ async fn wait_ready(ctl: &FerrolbProcess) -> Result<()> {
     .with_log(ctl)
 }
 
+/// The controller, still the process it was, gives a new Service the pool's
+/// first address: the one the deleted Service held.
+async fn serves_the_next(env: &Env, ctl: &mut FerrolbProcess) -> Result<()> {
+    env.create_service("next", |_| {}).await?;
+    assert_eq!(env.wait_ingress("next", 1).await?, ["192.0.2.0"]);
+    ensure!(ctl.try_wait()?.is_none(), "the controller exited");
+    Ok(())
+}
+
 /// The label that makes the apiserver refuse our finalizer on a Service.
 const REFUSE: &str = "e2e.ferrolb.io/refuse-finalizer";
 
@@ -370,10 +379,7 @@ async fn a_service_deleted_while_the_watch_was_down_is_released() -> Result<()> 
             || async { Ok((assigned(&env).await? == 0).then_some(())) },
         )
         .await?;
-        env.create_service("next", |_| {}).await?;
-        assert_eq!(env.wait_ingress("next", 1).await?, ["192.0.2.0"]);
-        ensure!(ctl.try_wait()?.is_none(), "the controller exited");
-        Ok(())
+        serves_the_next(&env, &mut ctl).await
     };
     check.await.with_log(&ctl)
 }
@@ -437,10 +443,7 @@ async fn a_service_deleted_while_the_watch_was_down_is_cleaned_up_from_the_new_l
             || async { Ok(api.get_opt("a-doomed").await?.is_none().then_some(())) },
         )
         .await?;
-        env.create_service("next", |_| {}).await?;
-        assert_eq!(env.wait_ingress("next", 1).await?, ["192.0.2.0"]);
-        ensure!(ctl.try_wait()?.is_none(), "the controller exited");
-        Ok(())
+        serves_the_next(&env, &mut ctl).await
     };
     check.await.with_log(&ctl)
 }
