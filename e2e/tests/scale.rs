@@ -9,9 +9,10 @@ mod common;
 use std::collections::BTreeSet;
 
 use anyhow::Result;
-use common::Env;
 use common::scale::{convergence, convergence_table, steady_state, steady_table};
-use k8s_openapi::api::core::v1::Event;
+use common::{Env, ingress_ips};
+use k8s_openapi::api::core::v1::{Event, Service};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 
 #[tokio::test]
@@ -59,6 +60,23 @@ async fn services_created_at_once_converge_with_one_status_write_each() -> Resul
             .filter_map(|e| e.involved_object.name.clone())
             .collect();
         assert_eq!((ours.len(), about.len()), (n, n), "{ns}: {ours:#?}");
+    }
+    // The row of ferrolb-shaped patches wrote what ferrolb writes: the
+    // apiserver keeps metadata from a Service's status patch.
+    let shaped: Api<Service> = Api::namespaced(env.client.clone(), "base-patch-shaped");
+    for svc in shaped.list(&ListParams::default()).await?.items {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        assert!(
+            svc.finalizers()
+                .iter()
+                .any(|f| f == "ferrolb.io/load-balancer-cleanup")
+                && svc.annotations().contains_key("ferrolb.io/allocated-ips")
+                && !ingress_ips(&svc).is_empty(),
+            "{name}: {:?} {:?} {:?}",
+            svc.metadata.finalizers,
+            svc.metadata.annotations,
+            svc.status
+        );
     }
     Ok(())
 }

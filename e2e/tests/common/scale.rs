@@ -82,19 +82,44 @@ pub async fn create_services(
 /// Patches the status of Services `0..n` in `ns` with one address each,
 /// `concurrency` at a time: the apiserver's own cost of what a controller
 /// must write at the least.
-pub async fn patch_statuses(client: &Client, ns: &str, n: usize, concurrency: usize) -> Result<()> {
+pub async fn patch_statuses(
+    client: &Client,
+    ns: &str,
+    n: usize,
+    concurrency: usize,
+    shape: Shape,
+) -> Result<()> {
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
     for_each_concurrent(n, concurrency, |i| {
         let api = api.clone();
-        async move { patch_status(&api, &service_name(i), i).await }
+        async move { patch_status(&api, &service_name(i), i, shape).await }
     })
     .await
 }
 
-async fn patch_status(api: &Api<Service>, name: &str, i: usize) -> Result<()> {
+/// What a plain client's status patch holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// The address alone: the baseline.
+    Address,
+    /// What ferrolb's bare-metal write holds: its finalizer and the two
+    /// annotations that record the allocation, with the address.
+    Ferrolb,
+}
+
+async fn patch_status(api: &Api<Service>, name: &str, i: usize, shape: Shape) -> Result<()> {
     let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i as u32);
-    let patch =
+    let mut patch =
         json!({"status": {"loadBalancer": {"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]}}});
+    if shape == Shape::Ferrolb {
+        patch["metadata"] = json!({
+            "finalizers": ["ferrolb.io/load-balancer-cleanup"],
+            "annotations": {
+                "ferrolb.io/ip-allocated-from-pool": "scale",
+                "ferrolb.io/allocated-ips": ip.to_string(),
+            },
+        });
+    }
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .with_context(|| format!("patching the status of {name}"))?;
@@ -157,7 +182,7 @@ pub fn null_controller(
                 let api = api.clone();
                 async move {
                     let i: usize = name.trim_start_matches("svc-").parse().unwrap_or(0);
-                    patch_status(&api, &name, i).await
+                    patch_status(&api, &name, i, Shape::Address).await
                 }
             })
             .try_buffer_unordered(concurrency.max(1))
@@ -555,6 +580,9 @@ impl CpuMeter {
 /// apiserver's own cost, all on one apiserver:
 /// - creating `n` Services alone;
 /// - `n` status patches alone from a plain client (the baseline);
+/// - the same patches with ferrolb's finalizer and annotations in them,
+///   into `n` other Services: the apiserver's cost of the writes ferrolb
+///   makes;
 /// - a plain client that lists and watches `n` Services created before it
 ///   and patches each one's status: the same writes as the baseline, plus
 ///   the list and the watch any controller needs;
@@ -595,7 +623,7 @@ pub async fn convergence(
     let creating = meter.read()?;
     let meter = CpuMeter::start(env, None)?;
     let start = Instant::now();
-    patch_statuses(client, ns, n, concurrency).await?;
+    patch_statuses(client, ns, n, concurrency, Shape::Address).await?;
     let patched = start.elapsed();
     let patching = meter.read()?;
     let writes = writes_between(&before, &apiserver_writes(client).await?);
@@ -615,6 +643,7 @@ pub async fn convergence(
         writes: without_creates(writes, n),
         cpu: patching,
     });
+    rows.push(shaped_patches(env, n, concurrency).await?);
     rows.push(null_started_over(env, n, concurrency, timeout).await?);
     rows.push(started_over_services(env, n, concurrency, timeout).await?);
 
@@ -664,6 +693,32 @@ pub async fn convergence(
     }
     rows.push(null_row("base-null-again", " (again, after ferrolb)").await?);
     Ok(rows)
+}
+
+/// The baseline's patches with what ferrolb's write holds besides the
+/// address (see [`Shape::Ferrolb`]), into `n` new Services: what the
+/// apiserver takes for the writes ferrolb makes, with no controller.
+async fn shaped_patches(env: &super::Env, n: usize, concurrency: usize) -> Result<ConvergenceRow> {
+    let client = &env.client;
+    let ns = "base-patch-shaped";
+    fixtures::create_namespace(client, ns).await?;
+    create_services(client, ns, UNSERVED_CLASS, n, concurrency).await?;
+    let before = apiserver_writes(client).await?;
+    let meter = CpuMeter::start(env, None)?;
+    let start = Instant::now();
+    patch_statuses(client, ns, n, concurrency, Shape::Ferrolb).await?;
+    let total = start.elapsed();
+    let cpu = meter.read()?;
+    Ok(ConvergenceRow {
+        what: format!(
+            "apiserver: {n} status patches alone, with ferrolb's finalizer and annotations"
+        ),
+        services: n,
+        total,
+        p50_p99: None,
+        writes: writes_between(&before, &apiserver_writes(client).await?),
+        cpu,
+    })
 }
 
 /// What the started-over rows begin with: `n` Services of `class` in a new
