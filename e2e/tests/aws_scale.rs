@@ -1,5 +1,5 @@
-//! The AWS provider at some scale, against a real kube-apiserver and moto: what a
-//! periodic resync and a node joining or leaving cost in AWS calls, read from the
+//! The AWS provider at some scale, against a real kube-apiserver and moto: what the
+//! creates, a periodic resync and a node joining or leaving cost in AWS calls, read from the
 //! controller's own counters. 20 Services of 3 ports each on 6 nodes; the resync period
 //! is 20 s so that one passes within the test.
 //!
@@ -100,9 +100,13 @@ impl Scale {
         Ok(out)
     }
 
-    /// The counters once they have not changed for 3 s.
+    /// The counters once they have not changed for 3 s (and the metrics server
+    /// answers: the controller may still be starting).
     async fn settled(&self) -> Result<Counters> {
-        let mut last = self.counters().await?;
+        let mut last = wait_for("the controller's metrics", WAIT, || async {
+            self.counters().await.map(Some)
+        })
+        .await?;
         for _ in 0..120 {
             tokio::time::sleep(Duration::from_secs(3)).await;
             let now = self.counters().await?;
@@ -217,6 +221,7 @@ async fn resync_and_node_churn_cost_what_the_api_minimum_allows() -> Result<()> 
 
 async fn run(s: &Scale) -> Result<()> {
     let api = s.env.services();
+    let before = s.settled().await?;
     for i in 0..SERVICES {
         let ports: Vec<(&str, i32)> = PORTS.iter().map(|&p| ("TCP", p)).collect();
         let mut svc = fixtures::lb_service(&s.env.ns, &format!("svc-{i:02}"), &ports);
@@ -243,8 +248,29 @@ async fn run(s: &Scale) -> Result<()> {
     })
     .await?;
 
+    // The creates: one call per resource, and no read of each Service's name. A
+    // listing of the account reads one page of load balancers and one of target
+    // groups, so any DescribeLoadBalancers beyond those pairs is a Service's own.
+    let after = s.settled().await?;
+    let create = after.since(&before);
+    eprintln!("create of {SERVICES} Services: {create:?}");
+    let per_service = 1 + 3 * PORTS.len() as u64;
+    ensure!(
+        create.mutations() == SERVICES as u64 * per_service,
+        "{create:?}"
+    );
+    ensure!(
+        create.call("DescribeLoadBalancers") == create.call("DescribeTargetGroups"),
+        "a Service's own existence read in the creates: {create:?}"
+    );
+    // (The sweep for leftovers may read the tags of what it lists while the creates
+    // are under way, so DescribeTags is not counted here.)
+    for op in ["DescribeListeners", "DescribeTargetHealth"] {
+        ensure!(create.call(op) == 0, "{op} in the creates: {create:?}");
+    }
+
     // One resync period: every Service is ensured again, unchanged.
-    let before = s.settled().await?;
+    let before = after;
     let confirmed = before.ensures.get("confirmed").copied().unwrap_or(0);
     wait_for("every Service to be resynced", WAIT, || async {
         let now = s.counters().await?;

@@ -90,8 +90,10 @@ async fn load_balancers_named(
 /// without our tags is somebody else's: it is reported, never touched.
 ///
 /// `expected`: the Service is thought to have its load balancer already, so
-/// the lookup waits a moment to share a call with other Services'; a first
-/// create asks on its own (a batch with a missing name costs a call more).
+/// the lookup waits a moment to share a call with other Services'; otherwise
+/// it asks on its own (a batch with a missing name costs a call more). A
+/// Service's first create in a process does not come here at all when the
+/// account view shows no such name (see `AwsProvider::absent_from_view`).
 pub async fn observe(
     cloud: &Cloud,
     reads: &Reads,

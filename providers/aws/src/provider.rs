@@ -76,6 +76,11 @@ pub struct AwsProvider {
     /// Services whose status showed a hostname when the controller started:
     /// their load balancers most likely exist.
     published: Mutex<HashSet<ServiceKey>>,
+    /// When this process began to lead (its `restore`); `None` before.
+    led_at: Mutex<Option<Instant>>,
+    /// Services that have had a full ensure in this process, whatever its
+    /// outcome: calls may have been sent for them.
+    ensured: Mutex<HashSet<ServiceKey>>,
     known: Mutex<HashMap<ServiceKey, Known>>,
     /// Whether ensures may use what `known` says to skip the full path.
     cache: bool,
@@ -141,6 +146,8 @@ impl AwsProvider {
             reads: observe::Reads::new(&cloud),
             snapshots: Snapshots::new(&cloud),
             published: Mutex::default(),
+            led_at: Mutex::default(),
+            ensured: Mutex::default(),
             cloud,
             cluster: config.cluster_name,
             known: Mutex::default(),
@@ -239,6 +246,38 @@ impl AwsProvider {
         self.ensures.get_or_create(labels).inc();
     }
 
+    /// Whether the shared account view says that no load balancer is named
+    /// `name`, which a Service's first full ensure in this process takes
+    /// instead of reading the name on its own: 200 new Services then cost one
+    /// listing of the account between them rather than a DescribeLoadBalancers
+    /// each (AWS answers a batch of names that holds a missing one with
+    /// LoadBalancerNotFound for all of it, so names cannot be batched).
+    ///
+    /// Only a view listed since this process began to lead will do. It shows
+    /// every load balancer made before then; after then, ferrolb's are made by
+    /// this process alone (a new leader waits out its predecessor's Lease),
+    /// and this is asked only for a Service it has sent no call for yet and
+    /// whose name is ferrolb's own (it holds the Service's UID). A name given
+    /// by annotation can be taken by anyone at any time, so it is always read.
+    /// Should the view still be wrong, CreateLoadBalancer with the same name
+    /// and settings returns the existing load balancer, and the next ensure
+    /// reads by name.
+    async fn absent_from_view(&self, name: &str) -> bool {
+        if !self.cache {
+            return false;
+        }
+        let Some(led_at) = *lock(&self.led_at) else {
+            return false;
+        };
+        match self.snapshots.since(led_at).await {
+            Ok(account) => !account.has_load_balancer_named(name),
+            Err(e) => {
+                debug!(error = %e, "listing the account failed; reading the name instead");
+                false
+            }
+        }
+    }
+
     /// Observe, plan and apply: what every ensure did before the cache, and
     /// what one does whenever the cache cannot vouch for the Service.
     async fn full_ensure(
@@ -251,15 +290,23 @@ impl AwsProvider {
         let spec = Spec::of(&desired, wanted_ranges);
         let expected = lock(&self.known).contains_key(&intent.key)
             || lock(&self.published).contains(&intent.key);
-        let (observed, vpc_id) = observe::observe(
-            &self.cloud,
-            &self.reads,
-            &desired,
-            &self.cluster,
-            &intent.key,
-            expected,
-        )
-        .await?;
+        let first = lock(&self.ensured).insert(intent.key.clone());
+        let absent =
+            !expected && first && opts.name.is_none() && self.absent_from_view(&desired.name).await;
+        let (observed, vpc_id) = if absent {
+            debug!(service = %intent.key, name = %desired.name, "not in the account view: creating without a read");
+            (plan::Observed::default(), None)
+        } else {
+            observe::observe(
+                &self.cloud,
+                &self.reads,
+                &desired,
+                &self.cluster,
+                &intent.key,
+                expected,
+            )
+            .await?
+        };
         let actions = plan::plan(&desired, &observed);
         let mut vpc_id = vpc_id;
         if actions.contains(&Action::CreateLoadBalancer) {
@@ -466,6 +513,7 @@ impl Provider for AwsProvider {
     }
 
     async fn restore(&self, owned: Vec<OwnedService>) -> Result<(), ProviderError> {
+        *lock(&self.led_at) = Some(Instant::now());
         let published = owned
             .into_iter()
             .filter(|s| s.ingress.iter().any(|i| matches!(i, Ingress::Hostname(_))))
@@ -564,6 +612,9 @@ impl Provider for AwsProvider {
         }
         lock(&self.known).remove(key);
         lock(&self.published).remove(key);
+        // Nothing is left of it: a later ensure of the same Service may take
+        // the view's word again.
+        lock(&self.ensured).remove(key);
         Ok(())
     }
 }

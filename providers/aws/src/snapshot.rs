@@ -57,6 +57,12 @@ impl Account {
     pub fn arns(&self) -> impl Iterator<Item = &String> {
         self.load_balancers.keys().chain(self.target_groups.keys())
     }
+
+    /// Whether a load balancer of this name was in the account (names are
+    /// unique in a region).
+    pub fn has_load_balancer_named(&self, name: &str) -> bool {
+        self.load_balancers.values().any(|lb| lb.name == name)
+    }
 }
 
 /// Whether `account` shows everything `known` says; otherwise what differs.
