@@ -99,6 +99,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
                 fence: fence.clone(),
                 call_timeout: aws_call_timeout,
                 call_attempts: aws_call_attempts,
+                resync: resync_period,
             })
             .await
             .with_ensure_cache(aws_ensure_cache),

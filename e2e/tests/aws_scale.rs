@@ -30,7 +30,7 @@ const WAIT: Duration = Duration::from_secs(180);
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Counters {
     calls: BTreeMap<String, u64>,
-    /// By `path` (`confirmed`, `targets`, `full`).
+    /// By `path` (`confirmed`, `recent`, `targets`, `full`).
     ensures: BTreeMap<String, u64>,
 }
 
@@ -262,6 +262,14 @@ async fn run(s: &Scale) -> Result<()> {
     ensure!(
         create.call("DescribeLoadBalancers") == create.call("DescribeTargetGroups"),
         "a Service's own existence read in the creates: {create:?}"
+    );
+    // Otherwise only reads shared by all the creates: the VPC's subnets (2) and route
+    // tables, the look for earlier source-range rules, and listings of the account
+    // (the sweep's, or a resync's if a period falls inside).
+    let bound = 4 + 2 * listing_reads(SERVICES, SERVICES * PORTS.len());
+    ensure!(
+        create.reads() - create.call("DescribeTags") <= bound,
+        "create reads over {bound}: {create:?}"
     );
     // (The sweep for leftovers may read the tags of what it lists while the creates
     // are under way, so DescribeTags is not counted here.)

@@ -41,6 +41,14 @@ pub struct AwsConfig {
     pub call_timeout: Duration,
     /// Attempts at one call that fails with a retryable error.
     pub call_attempts: u32,
+    /// The controller's resync period. An unchanged Service ensured in full
+    /// less than half of it ago is taken as that ensure left it, with no look
+    /// at the account: the ensure's own writes (the finalizer before it, then
+    /// the status) call for another reconcile of the Service as soon as it
+    /// ends, maybe behind a burst of others, and confirming then would cost a
+    /// listing of the account per burst only to show what was just made.
+    /// Drift is looked for at the next resync, as ever.
+    pub resync: Duration,
 }
 
 /// The longest the SDK's standard retry mode waits between two attempts; the
@@ -60,6 +68,8 @@ fn operation_timeout(attempt: Duration, attempts: u32) -> Duration {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EnsureLabels {
     /// `confirmed` (seen in the account snapshot, nothing else read),
+    /// `recent` (ensured in full less than half a resync period ago, nothing
+    /// read),
     /// `targets` (only the changed targets written) or `full`.
     path: &'static str,
     /// Why a full ensure was needed; empty for the other paths.
@@ -84,6 +94,8 @@ pub struct AwsProvider {
     known: Mutex<HashMap<ServiceKey, Known>>,
     /// Whether ensures may use what `known` says to skip the full path.
     cache: bool,
+    /// See [`AwsConfig::resync`].
+    trust_full_for: Duration,
     snapshots: Snapshots,
     /// Tags of every load balancer and target group the last sweep listed,
     /// by ARN: tags do not change under ferrolb, so a sweep reads only those
@@ -152,6 +164,7 @@ impl AwsProvider {
             cluster: config.cluster_name,
             known: Mutex::default(),
             cache: true,
+            trust_full_for: config.resync / 2,
             tags: Mutex::default(),
             ensures: Family::default(),
             swept: Mutex::default(),

@@ -1,5 +1,6 @@
 //! The ensures that need no full observe: a resync confirmed in the shared
-//! account snapshot, and a change of targets only ([`crate::known`]).
+//! account snapshot (or, moments after a full ensure, not even that), and a
+//! change of targets only ([`crate::known`]).
 
 use ferrolb_provider_api::{LoadBalancerStatus, ProviderError, ServiceKey};
 use tracing::{debug, info, warn};
@@ -29,6 +30,14 @@ impl AwsProvider {
         };
         match path {
             Path::Full(reason) => Ok(Err(reason)),
+            Path::Confirm if known.at.elapsed() < self.trust_full_for => {
+                debug!(service = %key, "ensured in full moments ago; taken as it was left");
+                self.count(&EnsureLabels {
+                    path: "recent",
+                    reason: "",
+                });
+                Ok(Ok(status_of(&known.lb)))
+            }
             Path::Confirm => {
                 let account = self.snapshots.since(known.at).await?;
                 if let Err(why) = snapshot::confirms(&account, &known) {
