@@ -78,6 +78,8 @@ struct EnsureLabels {
 
 /// Load balancers and target groups tagged for one Service, by ARN.
 type Tagged = (Vec<String>, Vec<String>);
+/// One resource's tags.
+type Tags = BTreeMap<String, String>;
 
 pub struct AwsProvider {
     cloud: Cloud,
@@ -97,11 +99,12 @@ pub struct AwsProvider {
     /// See [`AwsConfig::resync`].
     trust_full_for: Duration,
     snapshots: Snapshots,
-    /// Tags of every load balancer and target group the last sweep listed,
-    /// by ARN: tags do not change under ferrolb, so a sweep reads only those
-    /// of resources new since. Never used to modify anything: whatever is
-    /// deleted on a sweep's word has its tags read again first.
-    tags: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// Tags of every load balancer and target group the last sweep listed
+    /// or an ensure made, by ARN, with when they were learnt: tags do not
+    /// change under ferrolb, so a sweep reads only those of resources new
+    /// since. Never used to modify anything: whatever is deleted on a
+    /// sweep's word has its tags read again first.
+    tags: Mutex<HashMap<String, (Instant, Tags)>>,
     ensures: Family<EnsureLabels, Counter>,
     /// What the last sweep found tagged for each Service that still exists,
     /// until that Service's next ensure has looked at it.
@@ -439,10 +442,11 @@ impl AwsProvider {
         {
             // What ferrolb just made carries these tags, so the next sweep
             // need not read them.
+            let now = Instant::now();
             let mut cache = lock(&self.tags);
-            cache.insert(current.lb.arn.clone(), desired.tags.clone());
+            cache.insert(current.lb.arn.clone(), (now, desired.tags.clone()));
             for (tg, d) in current.target_groups.iter().zip(&desired.target_groups) {
-                cache.insert(tg.arn.clone(), d.tags.clone());
+                cache.insert(tg.arn.clone(), (now, d.tags.clone()));
             }
         }
         self.drop_replaced(&intent.key, &current).await?;
@@ -560,9 +564,13 @@ impl Provider for AwsProvider {
         let read = observe::tags_of(&self.cloud, &unseen).await?;
         let owned = {
             let mut cache = lock(&self.tags);
-            cache.extend(read);
-            cache.retain(|arn, _| {
-                account.load_balancers.contains_key(arn) || account.target_groups.contains_key(arn)
+            cache.extend(read.into_iter().map(|(arn, t)| (arn, (account.taken, t))));
+            // What the view lacks is gone, unless it was made after the view
+            // was taken (a view is reused for up to a minute).
+            cache.retain(|arn, (learnt, _)| {
+                *learnt > account.taken
+                    || account.load_balancers.contains_key(arn)
+                    || account.target_groups.contains_key(arn)
             });
             observe::owners_of(
                 account.load_balancers.keys(),
@@ -570,7 +578,7 @@ impl Provider for AwsProvider {
                 |arn| {
                     cache
                         .get(arn)
-                        .and_then(|t| crate::tags::owner(t, &self.cluster))
+                        .and_then(|(_, t)| crate::tags::owner(t, &self.cluster))
                 },
             )
         };
