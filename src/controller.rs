@@ -210,6 +210,7 @@ async fn lead(
     let _watching_services = AbortOnDrop(tokio::spawn(forward_services(
         service_stream,
         trigger_tx.clone(),
+        config.clone(),
     )));
 
     if provider.reads_targets() {
@@ -326,9 +327,10 @@ impl Drop for AbortOnDrop {
 async fn forward_services(
     events: impl futures::Stream<Item = Result<watcher::Event<Service>, watcher::Error>>,
     triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<Service>>,
+    config: Config,
 ) {
     let mut events = std::pin::pin!(events);
-    let mut forwarder = Forwarder::default();
+    let mut forwarder = Forwarder::for_config(config);
     while let Some(item) = events.next().await {
         match item {
             Ok(event) => {
@@ -356,12 +358,18 @@ async fn forward_services(
 ///   reconciled from its old copy, as if alive, and never again.
 /// - A delete calls for no reconcile: there is no object left to reconcile
 ///   (the event hook lets go of what needs letting go).
+/// - A Service that is not ours and carries no finalizer of ours (of
+///   another class, or not a LoadBalancer: in most clusters nearly all of
+///   them) calls for none: its reconcile would do nothing. Thousands of them
+///   would otherwise queue with ours at every start.
 #[derive(Default)]
 struct Forwarder {
     /// The fingerprint each Service last passed on with.
     seen: std::collections::HashMap<ObjectRef<Service>, u64>,
     /// While a list is under way: what it found, and what waits for its end.
     listing: Option<Listing>,
+    /// Which Services can call for a reconcile at all; `None`: every one.
+    wanted: Option<Config>,
 }
 
 #[derive(Default)]
@@ -371,6 +379,19 @@ struct Listing {
 }
 
 impl Forwarder {
+    fn for_config(config: Config) -> Self {
+        Forwarder {
+            wanted: Some(config),
+            ..Forwarder::default()
+        }
+    }
+
+    fn wants(&self, svc: &Service) -> bool {
+        self.wanted
+            .as_ref()
+            .is_none_or(|c| c.is_ours(svc) || reconcile::has_finalizer(svc))
+    }
+
     fn event(&mut self, event: &watcher::Event<Service>) -> Vec<ObjectRef<Service>> {
         match event {
             watcher::Event::Init => {
@@ -381,6 +402,7 @@ impl Forwarder {
                 let r = ObjectRef::from_obj(svc);
                 let print = service_fingerprint(svc);
                 let changed = print.is_none() || self.seen.get(&r) != print.as_ref();
+                let changed = changed && self.wants(svc);
                 let listing = self.listing.get_or_insert_with(Listing::default);
                 if let Some(print) = print {
                     listing.seen.insert(r.clone(), print);
@@ -402,6 +424,7 @@ impl Forwarder {
                 let r = ObjectRef::from_obj(svc);
                 match service_fingerprint(svc) {
                     Some(print) if self.seen.insert(r.clone(), print) == Some(print) => Vec::new(),
+                    _ if !self.wants(svc) => Vec::new(),
                     _ => vec![r],
                 }
             }
@@ -720,6 +743,44 @@ mod tests {
         changed.metadata.labels = Some([("k".to_string(), "v".to_string())].into());
         assert_eq!(names(f.event(&Apply(changed.clone()))), ["b"]);
         assert!(f.event(&Apply(changed)).is_empty());
+    }
+
+    #[test]
+    fn services_that_are_not_ours_and_hold_no_finalizer_call_for_nothing() {
+        use watcher::Event::*;
+        let mut f = Forwarder::for_config(Config {
+            class: "ferrolb.io/baremetal".into(),
+            default_class: false,
+            resync: Duration::from_secs(600),
+        });
+        let with_class = |name: &str, class: &str| {
+            let mut svc = named(name);
+            svc.spec.as_mut().unwrap().load_balancer_class = Some(class.into());
+            svc
+        };
+        let ours = with_class("ours", "ferrolb.io/baremetal");
+        let other = with_class("other", "example.com/lb");
+        let unclassed = named("unclassed");
+        let mut cluster_ip = with_class("cluster-ip", "ferrolb.io/baremetal");
+        cluster_ip.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        // Ours once (its type changed): the finalizer says there is work left.
+        let mut was_ours = cluster_ip.clone();
+        was_ours.metadata.name = Some("was-ours".into());
+        was_ours.metadata.finalizers = Some(vec![FINALIZER.into()]);
+
+        f.event(&Init);
+        for svc in [&ours, &other, &unclassed, &cluster_ip, &was_ours] {
+            f.event(&InitApply(svc.clone()));
+        }
+        assert_eq!(names(f.event(&InitDone)), ["ours", "was-ours"]);
+
+        // A change that makes one ours calls for it; other changes do not.
+        let mut relabelled = other.clone();
+        relabelled.metadata.labels = Some([("k".to_string(), "v".to_string())].into());
+        assert!(f.event(&Apply(relabelled)).is_empty());
+        let mut now_lb = cluster_ip.clone();
+        now_lb.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
+        assert_eq!(names(f.event(&Apply(now_lb))), ["cluster-ip"]);
     }
 
     #[test]
