@@ -330,7 +330,7 @@ async fn forward_services(
     config: Config,
 ) {
     let mut events = std::pin::pin!(events);
-    let mut forwarder = Forwarder::for_config(config);
+    let mut forwarder = Forwarder::new(config);
     while let Some(item) = events.next().await {
         match item {
             Ok(event) => {
@@ -362,14 +362,14 @@ async fn forward_services(
 ///   another class, or not a LoadBalancer: in most clusters nearly all of
 ///   them) calls for none: its reconcile would do nothing. Thousands of them
 ///   would otherwise queue with ours at every start.
-#[derive(Default)]
 struct Forwarder {
     /// The fingerprint each Service last passed on with.
     seen: std::collections::HashMap<ObjectRef<Service>, u64>,
     /// While a list is under way: what it found, and what waits for its end.
     listing: Option<Listing>,
-    /// Which Services can call for a reconcile at all; `None`: every one.
-    wanted: Option<Config>,
+    /// Which Services this install serves: the others call for a reconcile
+    /// only while they hold our finalizer.
+    config: Config,
 }
 
 #[derive(Default)]
@@ -379,17 +379,16 @@ struct Listing {
 }
 
 impl Forwarder {
-    fn for_config(config: Config) -> Self {
+    fn new(config: Config) -> Self {
         Forwarder {
-            wanted: Some(config),
-            ..Forwarder::default()
+            seen: Default::default(),
+            listing: None,
+            config,
         }
     }
 
     fn wants(&self, svc: &Service) -> bool {
-        self.wanted
-            .as_ref()
-            .is_none_or(|c| c.is_ours(svc) || reconcile::has_finalizer(svc))
+        self.config.is_ours(svc) || reconcile::has_finalizer(svc)
     }
 
     fn event(&mut self, event: &watcher::Event<Service>) -> Vec<ObjectRef<Service>> {
@@ -710,6 +709,15 @@ mod tests {
         svc
     }
 
+    /// A config under which every Service [`named`] makes is ours.
+    fn serving_unclassed() -> Config {
+        Config {
+            class: "ferrolb.io/baremetal".into(),
+            default_class: true,
+            resync: Duration::from_secs(600),
+        }
+    }
+
     fn names(refs: Vec<ObjectRef<Service>>) -> Vec<String> {
         refs.into_iter().map(|r| r.name).collect()
     }
@@ -717,7 +725,7 @@ mod tests {
     #[test]
     fn a_new_list_goes_out_once_the_store_holds_it() {
         use watcher::Event::*;
-        let mut f = Forwarder::default();
+        let mut f = Forwarder::new(serving_unclassed());
         let (a, b) = (named("a"), named("b"));
         assert!(f.event(&Init).is_empty());
         assert!(f.event(&InitApply(a.clone())).is_empty());
@@ -748,10 +756,9 @@ mod tests {
     #[test]
     fn services_that_are_not_ours_and_hold_no_finalizer_call_for_nothing() {
         use watcher::Event::*;
-        let mut f = Forwarder::for_config(Config {
-            class: "ferrolb.io/baremetal".into(),
+        let mut f = Forwarder::new(Config {
             default_class: false,
-            resync: Duration::from_secs(600),
+            ..serving_unclassed()
         });
         let with_class = |name: &str, class: &str| {
             let mut svc = named(name);
@@ -786,7 +793,7 @@ mod tests {
     #[test]
     fn deletes_call_for_nothing_and_a_recreated_service_counts_as_new() {
         use watcher::Event::*;
-        let mut f = Forwarder::default();
+        let mut f = Forwarder::new(serving_unclassed());
         let a = named("a");
         assert_eq!(names(f.event(&Apply(a.clone()))), ["a"]);
         assert!(f.event(&Delete(a.clone())).is_empty());
