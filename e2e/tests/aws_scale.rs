@@ -1,7 +1,7 @@
 //! The AWS provider at some scale, against a real kube-apiserver and moto: what the
-//! creates, a periodic resync and a node joining or leaving cost in AWS calls, read from the
-//! controller's own counters. 20 Services of 3 ports each on 6 nodes; the resync period
-//! is 20 s so that one passes within the test.
+//! creates, a periodic resync, a node joining or leaving and deletes cost in AWS calls,
+//! read from the controller's own counters. 20 Services of 3 ports each on 6 nodes; the
+//! resync period is 20 s so that one passes within the test.
 //!
 //! Call counts only, never times: the counts are deterministic, the times are not.
 
@@ -330,6 +330,56 @@ async fn run(s: &Scale) -> Result<()> {
     ensure!(leave.call("DeregisterTargets") == tgs as u64, "{leave:?}");
     ensure!(leave.mutations() == tgs as u64, "{leave:?}");
     check_no_per_service_reads(&leave, tgs)?;
+
+    // Half the Services are deleted at once. Each finds what is tagged for it in a
+    // listing of the account they share, and reads again only its own candidates'
+    // tags (one call for a load balancer and 3 groups), not those of all 80.
+    let before = s.settled().await?;
+    let deleted = SERVICES / 2;
+    for i in 0..deleted {
+        api.delete(&format!("svc-{i:02}"), &DeleteParams::default())
+            .await?;
+    }
+    let left = (SERVICES - deleted) * PORTS.len();
+    wait_for(
+        "the deleted Services' target groups to go",
+        WAIT,
+        || async { Ok((s.target_groups().await?.len() == left).then_some(())) },
+    )
+    .await?;
+    let delete = s.settled().await?.since(&before);
+    eprintln!("delete of {deleted} Services: {delete:?}");
+    ensure!(
+        delete.call("DeleteLoadBalancer") == deleted as u64,
+        "{delete:?}"
+    );
+    ensure!(
+        delete.call("DeleteTargetGroup") == (deleted * PORTS.len()) as u64,
+        "{delete:?}"
+    );
+    ensure!(
+        delete.mutations() == (deleted * (1 + PORTS.len())) as u64,
+        "{delete:?}"
+    );
+    ensure!(
+        delete.call("DescribeTags") == deleted as u64,
+        "tags read beyond each delete's own candidates: {delete:?}"
+    );
+    ensure!(
+        delete.call("DescribeLoadBalancers") == delete.call("DescribeTargetGroups"),
+        "a read of one load balancer in the deletes: {delete:?}"
+    );
+    // None has source ranges, and the ensures of this process know it.
+    ensure!(
+        delete.call("DescribeSecurityGroups") == 0,
+        "security groups read in the deletes: {delete:?}"
+    );
+    // Listings: those the deletes share, and a resync's or the sweep's.
+    let bound = 3 * listing_reads(SERVICES, tgs);
+    ensure!(
+        delete.call("DescribeLoadBalancers") + delete.call("DescribeTargetGroups") <= bound,
+        "listings over {bound}: {delete:?}"
+    );
     Ok(())
 }
 

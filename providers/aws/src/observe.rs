@@ -435,23 +435,6 @@ pub async fn tags_of(
     Ok(out)
 }
 
-/// What this cluster owns, per Service: load balancers and target groups,
-/// found by a fresh listing of them all ([`crate::snapshot::list`]) and
-/// their tags (20 per call).
-pub async fn owned(
-    cloud: &Cloud,
-    cluster: &str,
-) -> Result<BTreeMap<ServiceKey, (Vec<String>, Vec<String>)>, ProviderError> {
-    let account = crate::snapshot::list(cloud).await?;
-    let all: Vec<String> = account.arns().cloned().collect();
-    let tags = tags_of(cloud, &all).await?;
-    Ok(owners_of(
-        account.load_balancers.keys(),
-        account.target_groups.keys(),
-        |arn| tags.get(arn).and_then(|t| tags::owner(t, cluster)),
-    ))
-}
-
 /// The load balancers and target groups of each Service, by `owner` (which
 /// reads the tags).
 pub fn owners_of<'a>(

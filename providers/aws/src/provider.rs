@@ -90,9 +90,10 @@ pub struct AwsProvider {
     published: Mutex<HashSet<ServiceKey>>,
     /// When this process began to lead (its `restore`); `None` before.
     led_at: Mutex<Option<Instant>>,
-    /// Services that have had a full ensure in this process, whatever its
-    /// outcome: calls may have been sent for them.
-    ensured: Mutex<HashSet<ServiceKey>>,
+    /// Services this process has ensured or deleted, whatever the outcome,
+    /// with when the last of those stopped: it may have sent calls for them
+    /// until then, and none since.
+    ensured: Mutex<HashMap<ServiceKey, Instant>>,
     known: Mutex<HashMap<ServiceKey, Known>>,
     /// Whether ensures may use what `known` says to skip the full path.
     cache: bool,
@@ -120,6 +121,17 @@ pub struct AwsProvider {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records, when dropped, that an ensure or a delete of the Service stopped
+/// now: however it ended (an error, or its future dropped halfway), it sends
+/// no call after this.
+struct Stamp<'a>(&'a Mutex<HashMap<ServiceKey, Instant>>, &'a ServiceKey);
+
+impl Drop for Stamp<'_> {
+    fn drop(&mut self) {
+        lock(self.0).insert(self.1.clone(), Instant::now());
+    }
 }
 
 impl AwsProvider {
@@ -258,6 +270,108 @@ impl AwsProvider {
         Ok(())
     }
 
+    /// What each Service owns in `account`, by the tags the sweeps and the
+    /// ensures learnt: only the tags of what neither has seen are read.
+    async fn owners_in(
+        &self,
+        account: &snapshot::Account,
+    ) -> Result<BTreeMap<ServiceKey, Tagged>, ProviderError> {
+        let unseen: Vec<String> = {
+            let cache = lock(&self.tags);
+            account
+                .arns()
+                .filter(|a| !cache.contains_key(*a))
+                .cloned()
+                .collect()
+        };
+        let read = observe::tags_of(&self.cloud, &unseen).await?;
+        let mut cache = lock(&self.tags);
+        cache.extend(read.into_iter().map(|(arn, t)| (arn, (account.taken, t))));
+        // What the view lacks is gone, unless it was made after the view
+        // was taken (a view is reused for up to a few minutes).
+        cache.retain(|arn, (learnt, _)| {
+            *learnt > account.taken
+                || account.load_balancers.contains_key(arn)
+                || account.target_groups.contains_key(arn)
+        });
+        Ok(observe::owners_of(
+            account.load_balancers.keys(),
+            account.target_groups.keys(),
+            |arn| {
+                cache
+                    .get(arn)
+                    .and_then(|(_, t)| crate::tags::owner(t, &self.cluster))
+            },
+        ))
+    }
+
+    /// The load balancers and target groups tagged for `key`, for its delete.
+    ///
+    /// They are looked for in a view of the account listed after anything of
+    /// the Service's could have been made: after this process began to lead
+    /// (what earlier leaders made is in it) and after the last ensure or
+    /// delete of the Service here stopped (what this process made is in it).
+    /// The view is the one the resyncs and the sweep share when it is new
+    /// enough, so deleting many Services costs a listing or two between them
+    /// rather than one each, and only the tags of resources no sweep or
+    /// ensure has seen are read to pick the candidates. The candidates' tags
+    /// are then read again, and only what still says it is the Service's is
+    /// deleted: the cache finds, it never decides.
+    async fn tagged_for(&self, key: &ServiceKey) -> Result<Tagged, ProviderError> {
+        let after = {
+            let led_at = *lock(&self.led_at);
+            let stopped = lock(&self.ensured).get(key).copied();
+            match (led_at, stopped) {
+                (Some(led), Some(stopped)) => led.max(stopped),
+                (Some(led), None) => led,
+                // Not leading yet (not restored): only a new listing will do.
+                (None, _) => Instant::now(),
+            }
+        };
+        let account = self.snapshots.since(after).await?;
+        let (lbs, tgs) = self
+            .owners_in(&account)
+            .await?
+            .remove(key)
+            .unwrap_or_default();
+        if lbs.is_empty() && tgs.is_empty() {
+            return Ok((lbs, tgs));
+        }
+        let candidates: Vec<String> = lbs.iter().chain(&tgs).cloned().collect();
+        let fresh = self.tags_of_present(&candidates).await?;
+        let ours = |arn: &String| {
+            fresh
+                .get(arn)
+                .is_some_and(|t| crate::tags::is_owned_by(t, &self.cluster, key))
+        };
+        Ok((
+            lbs.into_iter().filter(ours).collect(),
+            tgs.into_iter().filter(ours).collect(),
+        ))
+    }
+
+    /// The tags of those of `arns` that still exist. One of them gone fails
+    /// a whole batch (`LoadBalancerNotFound`, `TargetGroupNotFound`), so then
+    /// each is read alone.
+    async fn tags_of_present(
+        &self,
+        arns: &[String],
+    ) -> Result<BTreeMap<String, Tags>, ProviderError> {
+        match observe::tags_of(&self.cloud, arns).await {
+            Err(e) if e.is_not_found() => {}
+            r => return Ok(r?),
+        }
+        let mut out = BTreeMap::new();
+        for arn in arns {
+            match observe::tags_of(&self.cloud, std::slice::from_ref(arn)).await {
+                Ok(t) => out.extend(t),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
     fn count(&self, labels: &EnsureLabels) {
         self.ensures.get_or_create(labels).inc();
     }
@@ -272,8 +386,10 @@ impl AwsProvider {
     /// Only a view listed since this process began to lead will do. It shows
     /// every load balancer made before then; after then, ferrolb's are made by
     /// this process alone (a new leader waits out its predecessor's Lease),
-    /// and this is asked only for a Service it has sent no call for yet and
-    /// whose name is ferrolb's own (it holds the Service's UID). A name given
+    /// and this is asked only for a Service whose name is ferrolb's own (it
+    /// holds the Service's UID) and that has no stamp in `ensured`: this
+    /// process sent no call for it, or all of them before a view that was
+    /// already listed, and views only get newer. A name given
     /// by annotation can be taken by anyone at any time, so it is always read.
     /// Should the view still be wrong, CreateLoadBalancer with the same name
     /// and settings returns the existing load balancer, and the next ensure
@@ -306,7 +422,7 @@ impl AwsProvider {
         let spec = Spec::of(&desired, wanted_ranges);
         let expected = lock(&self.known).contains_key(&intent.key)
             || lock(&self.published).contains(&intent.key);
-        let first = lock(&self.ensured).insert(intent.key.clone());
+        let first = !lock(&self.ensured).contains_key(&intent.key);
         let absent =
             !expected && first && opts.name.is_none() && self.absent_from_view(&desired.name).await;
         let (observed, vpc_id) = if absent {
@@ -483,6 +599,7 @@ impl Provider for AwsProvider {
         &self,
         intent: &LoadBalancerIntent,
     ) -> Result<LoadBalancerStatus, ProviderError> {
+        let _stopped = Stamp(&self.ensured, &intent.key);
         let opts = annotations::parse(
             &intent.annotations,
             &intent.ports,
@@ -550,50 +667,23 @@ impl Provider for AwsProvider {
     }
 
     async fn owners(&self) -> Result<BTreeSet<ServiceKey>, ProviderError> {
-        // A recent account view, shared with the resyncs, and the tags of
-        // only what the last sweep did not see.
+        // A recent account view, shared with the resyncs.
         let account = self.snapshots.recent(snapshot::SWEEP_MAX_AGE).await?;
-        let unseen: Vec<String> = {
-            let cache = lock(&self.tags);
-            account
-                .arns()
-                .filter(|a| !cache.contains_key(*a))
-                .cloned()
-                .collect()
-        };
-        let read = observe::tags_of(&self.cloud, &unseen).await?;
-        let owned = {
-            let mut cache = lock(&self.tags);
-            cache.extend(read.into_iter().map(|(arn, t)| (arn, (account.taken, t))));
-            // What the view lacks is gone, unless it was made after the view
-            // was taken (a view is reused for up to a minute).
-            cache.retain(|arn, (learnt, _)| {
-                *learnt > account.taken
-                    || account.load_balancers.contains_key(arn)
-                    || account.target_groups.contains_key(arn)
-            });
-            observe::owners_of(
-                account.load_balancers.keys(),
-                account.target_groups.keys(),
-                |arn| {
-                    cache
-                        .get(arn)
-                        .and_then(|(_, t)| crate::tags::owner(t, &self.cluster))
-                },
-            )
-        };
+        let owned = self.owners_in(&account).await?;
+        // A Service whose calls all stopped before this view was listed needs
+        // no stamp: every view from now on shows all it made. Without this,
+        // the stamps of deleted Services would pile up.
+        lock(&self.ensured).retain(|_, stopped| *stopped > account.taken);
         let keys = owned.keys().cloned().collect();
         *lock(&self.swept) = owned;
         Ok(keys)
     }
 
     async fn delete(&self, key: &ServiceKey) -> Result<(), ProviderError> {
+        let _stopped = Stamp(&self.ensured, key);
         // Always found by tags: a name can be reused, and what the last ensure
         // made may not be all there is (a restart, a crash halfway).
-        let (lbs, tgs) = observe::owned(&self.cloud, &self.cluster)
-            .await?
-            .remove(key)
-            .unwrap_or_default();
+        let (lbs, tgs) = self.tagged_for(key).await?;
         // The load balancer first: deleting it deletes its listeners, after
         // which its target groups are free to go. Stopped halfway, the next
         // attempt finds the rest by their tags.
@@ -604,38 +694,42 @@ impl Provider for AwsProvider {
             delete_target_group(&self.cloud, tg).await?;
         }
         // Source-range rules last: the load balancer no longer sends anything.
-        match self.vpc_subnets().await {
-            Ok(infos) => {
-                if let Some(vpc) = infos.first().map(|s| s.vpc_id.clone()) {
-                    let have = security::observed(&self.cloud, &vpc, &self.cluster, key).await?;
-                    if !have.is_empty() {
-                        security::converge(
-                            &self.cloud,
-                            &self.cluster,
-                            key,
-                            &BTreeSet::new(),
-                            &have,
-                        )
-                        .await?;
+        // Rules are written only by ensures, and one of this process records
+        // in `known` that it may have written some before it writes them; a
+        // Service it does not know may have rules from anywhere.
+        let may_have_rules = lock(&self.known).get(key).is_none_or(|k| k.has_rules);
+        if may_have_rules {
+            match self.vpc_subnets().await {
+                Ok(infos) => {
+                    if let Some(vpc) = infos.first().map(|s| s.vpc_id.clone()) {
+                        let have =
+                            security::observed(&self.cloud, &vpc, &self.cluster, key).await?;
+                        if !have.is_empty() {
+                            security::converge(
+                                &self.cloud,
+                                &self.cluster,
+                                key,
+                                &BTreeSet::new(),
+                                &have,
+                            )
+                            .await?;
+                        }
                     }
                 }
+                // No VPC is tagged for the cluster: nothing could have been built
+                // there either. Any other failure (throttling, a network error)
+                // is retried, or the rules would outlive the Service.
+                Err(e @ ProviderError::Unsatisfiable { .. }) => {
+                    warn!(service = %key, error = %e, "cannot look for source-range rules")
+                }
+                Err(e) => return Err(e),
             }
-            // No VPC is tagged for the cluster: nothing could have been built
-            // there either. Any other failure (throttling, a network error)
-            // is retried, or the rules would outlive the Service.
-            Err(e @ ProviderError::Unsatisfiable { .. }) => {
-                warn!(service = %key, error = %e, "cannot look for source-range rules")
-            }
-            Err(e) => return Err(e),
         }
         if !lbs.is_empty() || !tgs.is_empty() {
             info!(service = %key, load_balancers = lbs.len(), target_groups = tgs.len(), "deleted");
         }
         lock(&self.known).remove(key);
         lock(&self.published).remove(key);
-        // Nothing is left of it: a later ensure of the same Service may take
-        // the view's word again.
-        lock(&self.ensured).remove(key);
         Ok(())
     }
 }
