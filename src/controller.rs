@@ -27,7 +27,7 @@ use crate::cache::Cache;
 use crate::intent;
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::{self, Metrics};
-use crate::recent::Recent;
+use crate::recent::{OwnWrites, Recent};
 use crate::reconcile::{self, Config, Context, FINALIZER, published_ingress};
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
@@ -211,6 +211,7 @@ async fn lead(
         service_stream,
         trigger_tx.clone(),
         config.clone(),
+        recent.own.clone(),
     )));
 
     if provider.reads_targets() {
@@ -328,9 +329,10 @@ async fn forward_services(
     events: impl futures::Stream<Item = Result<watcher::Event<Service>, watcher::Error>>,
     triggers: futures::channel::mpsc::UnboundedSender<ObjectRef<Service>>,
     config: Config,
+    own: Arc<OwnWrites>,
 ) {
     let mut events = std::pin::pin!(events);
-    let mut forwarder = Forwarder::new(config);
+    let mut forwarder = Forwarder::new(config, own);
     while let Some(item) = events.next().await {
         match item {
             Ok(event) => {
@@ -349,7 +351,10 @@ async fn forward_services(
 /// Decides which Service events call for a reconcile.
 ///
 /// - Our own status writes come back as watch events; they change nothing a
-///   reconcile reads ([`service_fingerprint`]), so they call for none.
+///   reconcile reads ([`service_fingerprint`]), so they call for none. Nor
+///   does one of our writes that adds or removes our finalizer or
+///   annotations, when it comes back with just what the reconcile that sent
+///   it expected ([`OwnWrites`]).
 /// - A reference is looked up in the store when its reconcile runs. While
 ///   the watch lists again (after a break or an apiserver restart) the store
 ///   still holds the old list, until the new one is complete. So what the
@@ -370,6 +375,7 @@ struct Forwarder {
     /// Which Services this install serves: the others call for a reconcile
     /// only while they hold our finalizer.
     config: Config,
+    own: Arc<OwnWrites>,
 }
 
 #[derive(Default)]
@@ -379,11 +385,12 @@ struct Listing {
 }
 
 impl Forwarder {
-    fn new(config: Config) -> Self {
+    fn new(config: Config, own: Arc<OwnWrites>) -> Self {
         Forwarder {
             seen: Default::default(),
             listing: None,
             config,
+            own,
         }
     }
 
@@ -421,14 +428,18 @@ impl Forwarder {
             },
             watcher::Event::Apply(svc) => {
                 let r = ObjectRef::from_obj(svc);
-                match service_fingerprint(svc) {
+                let print = service_fingerprint(svc);
+                let ours = print.is_some_and(|p| self.own.is_ours(&r, p));
+                match print {
                     Some(print) if self.seen.insert(r.clone(), print) == Some(print) => Vec::new(),
-                    _ if !self.wants(svc) => Vec::new(),
+                    _ if ours || !self.wants(svc) => Vec::new(),
                     _ => vec![r],
                 }
             }
             watcher::Event::Delete(svc) => {
-                self.seen.remove(&ObjectRef::from_obj(svc));
+                let r = ObjectRef::from_obj(svc);
+                self.own.unexpect(&r);
+                self.seen.remove(&r);
                 Vec::new()
             }
         }
@@ -536,14 +547,20 @@ fn restore_intent(svc: &Service) -> LoadBalancerIntent {
 
 /// A hash of everything a reconcile reads from a Service: all of it but the
 /// status (which only the controller writes) and bookkeeping metadata.
-fn service_fingerprint(svc: &Service) -> Option<u64> {
+/// An empty map or list hashes as none at all: the apiserver leaves out
+/// what is empty, so a Service we expect to end with no annotations has
+/// none, not an empty map.
+pub(crate) fn service_fingerprint(svc: &Service) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let m = &svc.metadata;
     m.uid.hash(&mut h);
-    m.labels.hash(&mut h);
-    m.annotations.hash(&mut h);
-    m.finalizers.hash(&mut h);
+    m.labels.as_ref().filter(|l| !l.is_empty()).hash(&mut h);
+    m.annotations
+        .as_ref()
+        .filter(|a| !a.is_empty())
+        .hash(&mut h);
+    m.finalizers.as_ref().filter(|f| !f.is_empty()).hash(&mut h);
     m.deletion_timestamp
         .as_ref()
         .map(|t| t.0.as_second())
@@ -725,7 +742,7 @@ mod tests {
     #[test]
     fn a_new_list_goes_out_once_the_store_holds_it() {
         use watcher::Event::*;
-        let mut f = Forwarder::new(serving_unclassed());
+        let mut f = Forwarder::new(serving_unclassed(), Arc::default());
         let (a, b) = (named("a"), named("b"));
         assert!(f.event(&Init).is_empty());
         assert!(f.event(&InitApply(a.clone())).is_empty());
@@ -756,10 +773,13 @@ mod tests {
     #[test]
     fn services_that_are_not_ours_and_hold_no_finalizer_call_for_nothing() {
         use watcher::Event::*;
-        let mut f = Forwarder::new(Config {
-            default_class: false,
-            ..serving_unclassed()
-        });
+        let mut f = Forwarder::new(
+            Config {
+                default_class: false,
+                ..serving_unclassed()
+            },
+            Arc::default(),
+        );
         let with_class = |name: &str, class: &str| {
             let mut svc = named(name);
             svc.spec.as_mut().unwrap().load_balancer_class = Some(class.into());
@@ -791,9 +811,53 @@ mod tests {
     }
 
     #[test]
+    fn our_own_write_coming_back_calls_for_nothing_unless_more_came_with_it() {
+        use watcher::Event::*;
+        let own = Arc::new(OwnWrites::default());
+        let mut f = Forwarder::new(serving_unclassed(), own.clone());
+        let a = named("a");
+        assert_eq!(names(f.event(&Apply(a.clone()))), ["a"]);
+
+        // The reconcile writes our finalizer and an annotation, and says so
+        // before the write goes out.
+        let mut written = a.clone();
+        written.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        written.metadata.annotations =
+            Some([("ferrolb.io/allocated-from".to_string(), "pool".to_string())].into());
+        own.expect(
+            ObjectRef::from_obj(&a),
+            service_fingerprint(&written).unwrap(),
+        );
+        assert!(f.event(&Apply(written.clone())).is_empty());
+
+        // The next write of ours lands with a user's change in it: that one
+        // calls for a reconcile.
+        let mut removed = written.clone();
+        removed.metadata.finalizers = None;
+        own.expect(
+            ObjectRef::from_obj(&a),
+            service_fingerprint(&removed).unwrap(),
+        );
+        let mut with_theirs = removed.clone();
+        with_theirs.spec.as_mut().unwrap().ports = Some(Vec::new());
+        assert_eq!(names(f.event(&Apply(with_theirs))), ["a"]);
+        assert!(own.is_empty());
+    }
+
+    #[test]
+    fn empty_maps_and_lists_fingerprint_as_none() {
+        let a = named("a");
+        let mut empty = a.clone();
+        empty.metadata.annotations = Some(Default::default());
+        empty.metadata.labels = Some(Default::default());
+        empty.metadata.finalizers = Some(Vec::new());
+        assert_eq!(service_fingerprint(&a), service_fingerprint(&empty));
+    }
+
+    #[test]
     fn deletes_call_for_nothing_and_a_recreated_service_counts_as_new() {
         use watcher::Event::*;
-        let mut f = Forwarder::new(serving_unclassed());
+        let mut f = Forwarder::new(serving_unclassed(), Arc::default());
         let a = named("a");
         assert_eq!(names(f.event(&Apply(a.clone()))), ["a"]);
         assert!(f.event(&Delete(a.clone())).is_empty());

@@ -12,6 +12,9 @@
 //! A reconcile is handed the object its future was made with, which can be
 //! older than the store by the time it runs; [`Recent::fresher`] therefore
 //! starts from the store's current version.
+//!
+//! [`OwnWrites`] keeps the other side: what a write of ours will make of a
+//! Service, so that its watch event does not call for a reconcile of its own.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +31,8 @@ struct Entry {
 pub struct Recent {
     store: Store<Service>,
     entries: Mutex<HashMap<ObjectRef<Service>, Entry>>,
+    /// What our writes under way will make of their Services.
+    pub own: Arc<OwnWrites>,
 }
 
 impl Recent {
@@ -35,6 +40,7 @@ impl Recent {
         Self {
             store,
             entries: Mutex::default(),
+            own: Arc::default(),
         }
     }
 
@@ -82,7 +88,9 @@ impl Recent {
 
     /// The Service is gone.
     pub fn forget(&self, svc: &Service) {
-        self.lock().remove(&ObjectRef::from_obj(svc));
+        let r = ObjectRef::from_obj(svc);
+        self.own.unexpect(&r);
+        self.lock().remove(&r);
     }
 
     /// The newest version of `svc` we know: the store's, or what we wrote on
@@ -95,6 +103,48 @@ impl Recent {
             (Some(e), Some(rv)) if e.stale.contains(rv) => e.latest.clone(),
             _ => svc,
         }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The fingerprint ([`crate::controller::service_fingerprint`]) each
+/// Service will have once the write of ours under way lands: the reconcile
+/// that sends it has acted on everything in it, so when the watch brings
+/// back a version with just that fingerprint, it calls for no reconcile.
+/// Without this, each Service would be reconciled once more after every
+/// write that adds or removes our finalizer or annotations, only to find
+/// nothing to do. A version with any other fingerprint (someone else's
+/// change went in before ours) calls for one as ever.
+#[derive(Default)]
+pub struct OwnWrites(Mutex<HashMap<ObjectRef<Service>, u64>>);
+
+impl OwnWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<Service>, u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A write that leaves the Service with `print` is about to be sent.
+    pub fn expect(&self, r: ObjectRef<Service>, print: u64) {
+        self.lock().insert(r, print);
+    }
+
+    /// The write failed: whatever comes next is not ours.
+    pub fn unexpect(&self, r: &ObjectRef<Service>) {
+        self.lock().remove(r);
+    }
+
+    /// A version of the Service came from the watch: whether it is the one
+    /// our write made. Either way, what was expected is settled: an
+    /// expectation lasts for one event.
+    pub fn is_ours(&self, r: &ObjectRef<Service>, print: u64) -> bool {
+        self.lock().remove(r) == Some(print)
     }
 
     pub fn len(&self) -> usize {
@@ -196,5 +246,24 @@ mod tests {
         assert_eq!(recent.len(), 1);
         recent.forget(&svc("3", None));
         assert!(recent.is_empty());
+    }
+
+    #[test]
+    fn an_expected_write_is_ours_for_one_event_and_only_with_its_fingerprint() {
+        let own = OwnWrites::default();
+        let web = ObjectRef::<Service>::new("web").within("default");
+        own.expect(web.clone(), 7);
+        assert!(own.is_ours(&web, 7));
+        assert!(!own.is_ours(&web, 7), "an expectation lasts for one event");
+
+        // Someone else's version came first: settled, and not ours.
+        own.expect(web.clone(), 7);
+        assert!(!own.is_ours(&web, 8));
+        assert!(own.is_empty());
+        assert!(!own.is_ours(&web, 7));
+
+        own.expect(web.clone(), 7);
+        own.unexpect(&web);
+        assert!(!own.is_ours(&web, 7));
     }
 }

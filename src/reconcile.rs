@@ -475,20 +475,74 @@ async fn remove_finalizer(svc: &Service, ctx: &Context) -> Result<(), Error> {
 /// computed from (a conflict is retried).
 async fn add_finalizer(ctx: &Context, svc: &Service) -> Result<Service, Error> {
     let key = service_key(svc);
+    let finalizers = with_finalizer(svc);
     let patch = json!({ "metadata": {
         "resourceVersion": svc.resource_version(),
-        "finalizers": with_finalizer(svc),
+        "finalizers": finalizers,
     }});
+    let expected = expect_own_write(ctx, svc, Some(&finalizers), &BTreeMap::new());
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let written = api
         .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|source| Error::AddFinalizer {
-            source,
-            service: key,
+        .map_err(|source| {
+            expected.failed(ctx);
+            Error::AddFinalizer {
+                source,
+                service: key,
+            }
         })?;
     ctx.metrics.status_patches.inc();
     Ok(written)
+}
+
+/// Tells the Service watch what `svc` will look like, to a reconcile, once
+/// a write that sets its finalizers to `finalizers` (when given) and its
+/// annotations as `annotations` says has landed ([`crate::recent::OwnWrites`]).
+/// A write that changes neither leaves the fingerprint as it is, which the
+/// watch already knows.
+fn expect_own_write(
+    ctx: &Context,
+    svc: &Service,
+    finalizers: Option<&[String]>,
+    annotations: &BTreeMap<String, Option<String>>,
+) -> Expected {
+    if finalizers.is_none() && annotations.is_empty() {
+        return Expected(None);
+    }
+    let mut after = svc.clone();
+    if let Some(finalizers) = finalizers {
+        after.metadata.finalizers = Some(finalizers.to_vec());
+    }
+    if !annotations.is_empty() {
+        let current = after.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        for (k, v) in annotations {
+            match v {
+                Some(v) => current.insert(k.clone(), v.clone()),
+                None => current.remove(k),
+            };
+        }
+    }
+    match crate::controller::service_fingerprint(&after) {
+        Some(print) => {
+            let r = ObjectRef::from_obj(svc);
+            ctx.recent.own.expect(r.clone(), print);
+            Expected(Some(r))
+        }
+        None => Expected(None),
+    }
+}
+
+/// An expectation [`expect_own_write`] registered, to withdraw if the write
+/// fails.
+struct Expected(Option<ObjectRef<Service>>);
+
+impl Expected {
+    fn failed(&self, ctx: &Context) {
+        if let Some(r) = &self.0 {
+            ctx.recent.own.unexpect(r);
+        }
+    }
 }
 
 fn with_finalizer(svc: &Service) -> Vec<String> {
@@ -538,6 +592,7 @@ async fn write_status(ctx: &Context, svc: &Service, change: &Change<'_>) -> Resu
             json!({ "loadBalancer": { "ingress": ingress } }),
         );
     }
+    let expected = expect_own_write(ctx, svc, change.finalizers.as_deref(), &change.annotations);
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let written = api
         .patch_status(
@@ -546,9 +601,12 @@ async fn write_status(ctx: &Context, svc: &Service, change: &Change<'_>) -> Resu
             &Patch::Merge(&serde_json::Value::Object(patch)),
         )
         .await
-        .map_err(|source| Error::PatchStatus {
-            source,
-            service: key,
+        .map_err(|source| {
+            expected.failed(ctx);
+            Error::PatchStatus {
+                source,
+                service: key,
+            }
         })?;
     ctx.metrics.status_patches.inc();
     Ok(written)

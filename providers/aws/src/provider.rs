@@ -43,11 +43,11 @@ pub struct AwsConfig {
     pub call_attempts: u32,
     /// The controller's resync period. An unchanged Service ensured in full
     /// less than half of it ago is taken as that ensure left it, with no look
-    /// at the account: the ensure's own writes (the finalizer before it, then
-    /// the status) call for another reconcile of the Service as soon as it
-    /// ends, maybe behind a burst of others, and confirming then would cost a
-    /// listing of the account per burst only to show what was just made.
-    /// Drift is looked for at the next resync, as ever.
+    /// at the account: a reconcile that comes that soon (a change to the
+    /// Service that alters nothing the load balancer is built from, or a
+    /// write of ours that came back with someone else's change in it) would
+    /// otherwise cost a listing of the account per burst only to show what
+    /// was just made. Drift is looked for at the next resync, as ever.
     pub resync: Duration,
 }
 
