@@ -88,9 +88,7 @@ impl Recent {
 
     /// The Service is gone.
     pub fn forget(&self, svc: &Service) {
-        let r = ObjectRef::from_obj(svc);
-        self.own.unexpect(&r);
-        self.lock().remove(&r);
+        self.lock().remove(&ObjectRef::from_obj(svc));
     }
 
     /// The newest version of `svc` we know: the store's, or what we wrote on

@@ -251,14 +251,15 @@ impl AwsProvider {
             rules
         };
         let have = security::observed(&self.cloud, vpc, &self.cluster, &intent.key).await?;
-        if want != have {
-            if !want.is_empty() {
-                // Known before the write: should this ensure fail after it,
-                // the next ensure and the delete still look for the rules.
-                if let Some(k) = lock(&self.known).get_mut(&intent.key) {
-                    k.has_rules = true;
-                }
+        if !want.is_empty() || !have.is_empty() {
+            // There are rules, or are about to be: known at once, so that if
+            // this ensure fails after this point the next one and the delete
+            // still look for them.
+            if let Some(k) = lock(&self.known).get_mut(&intent.key) {
+                k.has_rules = true;
             }
+        }
+        if want != have {
             info!(service = %intent.key, add = want.difference(&have).count(), remove = have.difference(&want).count(), "updating source-range rules");
             security::converge(&self.cloud, &self.cluster, &intent.key, &want, &have).await?;
         }
