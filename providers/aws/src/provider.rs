@@ -21,7 +21,6 @@ use crate::known::{self, FullReason, Known, KnownTargetGroup, Spec};
 use crate::model;
 use crate::observe;
 use crate::plan::{self, Action};
-use crate::security;
 use crate::snapshot::{self, Snapshots};
 use crate::subnets::{self, SubnetInfo};
 
@@ -694,37 +693,7 @@ impl Provider for AwsProvider {
             delete_target_group(&self.cloud, tg).await?;
         }
         // Source-range rules last: the load balancer no longer sends anything.
-        // Rules are written only by ensures, and one of this process records
-        // in `known` that it may have written some before it writes them; a
-        // Service it does not know may have rules from anywhere.
-        let may_have_rules = lock(&self.known).get(key).is_none_or(|k| k.has_rules);
-        if may_have_rules {
-            match self.vpc_subnets().await {
-                Ok(infos) => {
-                    if let Some(vpc) = infos.first().map(|s| s.vpc_id.clone()) {
-                        let have =
-                            security::observed(&self.cloud, &vpc, &self.cluster, key).await?;
-                        if !have.is_empty() {
-                            security::converge(
-                                &self.cloud,
-                                &self.cluster,
-                                key,
-                                &BTreeSet::new(),
-                                &have,
-                            )
-                            .await?;
-                        }
-                    }
-                }
-                // No VPC is tagged for the cluster: nothing could have been built
-                // there either. Any other failure (throttling, a network error)
-                // is retried, or the rules would outlive the Service.
-                Err(e @ ProviderError::Unsatisfiable { .. }) => {
-                    warn!(service = %key, error = %e, "cannot look for source-range rules")
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.drop_rules(key).await?;
         if !lbs.is_empty() || !tgs.is_empty() {
             info!(service = %key, load_balancers = lbs.len(), target_groups = tgs.len(), "deleted");
         }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use aws_sdk_ec2::types::Filter;
 use ferrolb_provider_api::{LoadBalancerIntent, ProviderError, ServiceKey};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{AwsProvider, SUBNET_CACHE_TTL, lock};
 use crate::annotations::HcPort;
@@ -264,6 +264,33 @@ impl AwsProvider {
             security::converge(&self.cloud, &self.cluster, &intent.key, &want, &have).await?;
         }
         Ok(!want.is_empty())
+    }
+
+    /// Removes a deleted Service's source-range rules. Rules are written
+    /// only by ensures, and one of this process records in `known` that it
+    /// may have written some before it writes them; a Service it does not
+    /// know may have rules from anywhere, so its are looked for.
+    pub(super) async fn drop_rules(&self, key: &ServiceKey) -> Result<(), ProviderError> {
+        if lock(&self.known).get(key).is_some_and(|k| !k.has_rules) {
+            return Ok(());
+        }
+        let vpc = match self.vpc_subnets().await {
+            Ok(infos) => infos.first().map(|s| s.vpc_id.clone()),
+            // No VPC is tagged for the cluster: nothing could have been built
+            // there either. Any other failure (throttling, a network error)
+            // is retried, or the rules would outlive the Service.
+            Err(e @ ProviderError::Unsatisfiable { .. }) => {
+                warn!(service = %key, error = %e, "cannot look for source-range rules");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(vpc) = vpc else { return Ok(()) };
+        let have = security::observed(&self.cloud, &vpc, &self.cluster, key).await?;
+        if !have.is_empty() {
+            security::converge(&self.cloud, &self.cluster, key, &BTreeSet::new(), &have).await?;
+        }
+        Ok(())
     }
 
     /// Whether the Service had source-range rules in `vpc` before this
